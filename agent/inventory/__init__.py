@@ -1,0 +1,1 @@
+"""Hardware and software inventory of this machine."""

@@ -1,0 +1,1 @@
+"""schoolmon collector: stores reports and serves the headline figures."""
