@@ -1,0 +1,684 @@
+"""All SQL of the collector, on SQLite through sqlite-utils.
+
+The database runs in WAL mode with ``synchronous=FULL``: a report is committed before
+the collector answers it, so an acknowledged report survives a power cut. The schema
+is created and upgraded at start through ``schema_version`` and the ordered
+``MIGRATIONS``. SQL here sticks to what PostgreSQL also speaks where that costs nothing
+(``?`` parameters, ``ON CONFLICT``), so a second backend can follow.
+
+Rows come back as dicts: JSON columns decoded, instants as aware UTC datetimes, flags
+as bools.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from schoolmon.server.clock import from_storage, to_storage
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+JSON_COLUMNS = frozenset(
+    {"identity", "health", "sections", "detail", "server", "flags", "labels"}
+)
+BOOL_COLUMNS = frozenset({"active", "has_informatics", "ok"})
+TIME_COLUMNS = frozenset({"wall_time"})
+SCHOOL_FIELDS = (
+    "name",
+    "level",
+    "commune",
+    "has_informatics",
+    "lab_pcs_required",
+    "students",
+    "contracted_download_mbps",
+    "latitude",
+    "longitude",
+)
+PROBE_COLUMNS = (
+    "device",
+    "school",
+    "run",
+    "seq",
+    "cycle",
+    "boot_id",
+    "wall_time",
+    "monotonic",
+    "placed_at",
+    "received_at",
+    "target",
+    "scope",
+    "kind",
+    "ok",
+    "duration_seconds",
+    "reason",
+    "detail",
+)
+SPEEDTEST_COLUMNS = (
+    "device",
+    "school",
+    "run",
+    "seq",
+    "boot_id",
+    "wall_time",
+    "monotonic",
+    "placed_at",
+    "received_at",
+    "ok",
+    "reason",
+    "backend",
+    "tool",
+    "tool_version",
+    "server",
+    "download_bytes_per_second",
+    "upload_bytes_per_second",
+    "latency_seconds",
+    "jitter_seconds",
+    "bytes_used",
+    "streams",
+    "started_at",
+    "duration_seconds",
+    "flags",
+)
+
+
+class StorageError(RuntimeError):
+    """The database cannot be used as asked; the message says why."""
+
+
+@dataclass
+class ImportSummary:
+    """What a registry import changed."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    reactivated: list[str] = field(default_factory=list)
+    deactivated: list[str] = field(default_factory=list)
+
+
+# Migrations -------------------------------------------------------------------------
+
+
+def _m1_core(db: sqlite_utils.Database) -> None:
+    """Schools, tokens, devices, inventories, probes, speed tests, asset events."""
+    db["schools"].create(
+        {
+            "code": str,
+            "name": str,
+            "level": str,
+            "commune": str,
+            "has_informatics": int,
+            "lab_pcs_required": int,
+            "students": int,
+            "contracted_download_mbps": float,
+            "latitude": float,
+            "longitude": float,
+            "active": int,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="code",
+        not_null={"name", "level", "commune", "active", "updated_at"},
+        defaults={"active": 1},
+    )
+    db["enrollment_tokens"].create(
+        {"hash": str, "school": str, "role": str, "created_at": str, "revoked_at": str},
+        pk="hash",
+        not_null={"school", "role", "created_at"},
+        foreign_keys=[("school", "schools", "code")],
+    )
+    db["devices"].create(
+        {
+            "id": str,
+            "school": str,
+            "role": str,
+            "hostname": str,
+            "identity": str,
+            "credential_hash": str,
+            "credential_revoked_at": str,
+            "enrolled_at": str,
+            "last_seen_at": str,
+            "last_skew_seconds": float,
+            "agent_version": str,
+            "boot_id": str,
+            "health": str,
+        },
+        pk="id",
+        not_null={"school", "role", "credential_hash", "enrolled_at"},
+        foreign_keys=[("school", "schools", "code")],
+    )
+    db["devices"].create_index(["credential_hash"], unique=True)
+    db["devices"].create_index(["school"])
+    _m1_inventories(db)
+    _m1_measurements(db)
+    db["asset_events"].create(
+        {
+            "id": int,
+            "device": str,
+            "school": str,
+            "kind": str,
+            "detail": str,
+            "at": str,
+        },
+        pk="id",
+        not_null={"device", "school", "kind", "at"},
+        foreign_keys=[("device", "devices", "id")],
+    )
+    db["asset_events"].create_index(["device", "at"])
+
+
+def _m1_inventories(db: sqlite_utils.Database) -> None:
+    db["inventories"].create(
+        {"device": str, "hash": str, "sections": str, "received_at": str},
+        pk="device",
+        not_null={"sections", "received_at"},
+        foreign_keys=[("device", "devices", "id")],
+    )
+    db["inventory_snapshots"].create(
+        {"id": int, "device": str, "hash": str, "sections": str, "received_at": str},
+        pk="id",
+        not_null={"device", "sections", "received_at"},
+        foreign_keys=[("device", "devices", "id")],
+    )
+    db["inventory_snapshots"].create_index(["device", "received_at"])
+
+
+def _m1_measurements(db: sqlite_utils.Database) -> None:
+    types = {"seq": int, "cycle": int, "monotonic": float, "ok": int}
+    types |= {"duration_seconds": float}
+    db["probe_samples"].create(
+        {name: types.get(name, str) for name in PROBE_COLUMNS},
+        not_null={"device", "school", "run", "seq", "placed_at", "received_at", "ok"},
+        foreign_keys=[("device", "devices", "id")],
+    )
+    db["probe_samples"].create_index(["device", "run", "seq"], unique=True)
+    db["probe_samples"].create_index(["school", "placed_at"])
+    numbers = {"download_bytes_per_second", "upload_bytes_per_second"}
+    numbers |= {"latency_seconds", "jitter_seconds", "duration_seconds", "monotonic"}
+    integers = {"seq", "ok", "bytes_used", "streams"}
+    db["speedtests"].create(
+        {
+            name: float if name in numbers else int if name in integers else str
+            for name in SPEEDTEST_COLUMNS
+        },
+        not_null={"device", "school", "run", "seq", "placed_at", "received_at", "ok"},
+        foreign_keys=[("device", "devices", "id")],
+    )
+    db["speedtests"].create_index(["device", "run", "seq"], unique=True)
+    db["speedtests"].create_index(["school", "placed_at"])
+
+
+def _m2_zones_and_counters(db: sqlite_utils.Database) -> None:
+    """Per-school time zone; the collector's own counters, kept across restarts."""
+    db["schools"].add_column("timezone", str)
+    db["counters"].create(
+        {"name": str, "labels": str, "value": int},
+        pk=("name", "labels"),
+        not_null={"value"},
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _m1_core,
+    _m2_zones_and_counters,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open the SQLite file at ``path`` with the pragmas the collector relies on."""
+    conn = sqlite3.connect(
+        str(path), check_same_thread=False, isolation_level=None, timeout=10
+    )
+    db = sqlite_utils.Database(conn)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.enable_wal()
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The schema version the database is at (0 when empty)."""
+    if not db["schema_version"].exists():
+        return 0
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
+    """Run the migrations the database misses, each in its own transaction."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    current = schema_version(db)
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"database schema version {current} is newer than this collector's "
+            f"({SCHEMA_VERSION}); upgrade schoolmon"
+        )
+    for number in range(current + 1, target + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[number - 1](db)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+        logger.info("database migrated to schema version %d", number)
+    return schema_version(db)
+
+
+# The storage object -----------------------------------------------------------------
+
+
+class Storage:
+    """The collector's database. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path.startswith(("postgresql://", "postgres://")):
+            raise StorageError(
+                f"database {self.path!r}: the PostgreSQL backend is not available in "
+                "this version; give a SQLite file path"
+            )
+        try:
+            self.db = connect(self.path)
+            migrate(self.db)
+        except (sqlite3.DatabaseError, StorageError) as error:
+            raise StorageError(f"database {self.path!r}: {error}") from error
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Storage]:
+        """One write transaction (nested calls join the outer one); commits on exit."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self.db.rollback()
+                raise
+            else:
+                self.db.commit()
+            finally:
+                self._depth = 0
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [_decode(row) for row in self.db.query(sql, list(params))]
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.transaction():
+            return self.db.execute(sql, list(params)).rowcount
+
+    # Schools ------------------------------------------------------------------------
+
+    def schools(self, active_only: bool = True) -> list[dict[str, Any]]:
+        """Registered schools by code (active ones unless told otherwise)."""
+        where = "WHERE active = 1" if active_only else ""
+        return self._rows(f"SELECT * FROM schools {where} ORDER BY code")
+
+    def school(self, code: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM schools WHERE code = ?", [code])
+
+    def import_schools(
+        self, rows: Iterable[dict[str, Any]], now: datetime
+    ) -> ImportSummary:
+        """Upsert the whole registry at once; schools not in ``rows`` become inactive.
+
+        Each row has ``code`` and the fields it carries; a field absent from a row
+        keeps its stored value.
+        """
+        summary = ImportSummary()
+        with self.transaction():
+            known = {row["code"]: row for row in self.schools(active_only=False)}
+            seen = set()
+            for row in rows:
+                seen.add(row["code"])
+                self._upsert_school(row, known.get(row["code"]), now, summary)
+            for code, old in known.items():
+                if code not in seen and old["active"]:
+                    self._write(
+                        "UPDATE schools SET active = 0, updated_at = ? WHERE code = ?",
+                        [to_storage(now), code],
+                    )
+                    summary.deactivated.append(code)
+        return summary
+
+    def _upsert_school(
+        self,
+        row: dict[str, Any],
+        old: dict[str, Any] | None,
+        now: datetime,
+        summary: ImportSummary,
+    ) -> None:
+        code = row["code"]
+        values = {name: row[name] for name in SCHOOL_FIELDS if name in row}
+        if old is None:
+            self._insert_school(code, values, now)
+            summary.added.append(code)
+            return
+        changed = {k: v for k, v in values.items() if old.get(k) != v}
+        if not old["active"]:
+            changed["active"] = 1
+            summary.reactivated.append(code)
+        if not changed:
+            summary.unchanged.append(code)
+            return
+        assignments = ", ".join(f"{name} = ?" for name in changed)
+        self._write(
+            f"UPDATE schools SET {assignments}, updated_at = ? WHERE code = ?",
+            [*changed.values(), to_storage(now), code],
+        )
+        summary.updated.append(code)
+        if "name" in changed:
+            summary.renamed.append(code)
+
+    def _insert_school(self, code: str, values: dict[str, Any], now: datetime) -> None:
+        names = ["code", *values, "active", "created_at", "updated_at"]
+        params = [code, *values.values(), 1, to_storage(now), to_storage(now)]
+        self._write(
+            f"INSERT INTO schools ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})",
+            params,
+        )
+
+    # Enrollment tokens ----------------------------------------------------------------
+
+    def add_enrollment_token(
+        self, token_hash: str, school: str, role: str, now: datetime
+    ) -> None:
+        self._write(
+            "INSERT INTO enrollment_tokens (hash, school, role, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            [token_hash, school, role, to_storage(now)],
+        )
+
+    def enrollment_token(self, token_hash: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM enrollment_tokens WHERE hash = ?", [token_hash])
+
+    def revoke_enrollment_token(self, token_hash: str, now: datetime) -> bool:
+        """Revoke a token; False when no such live token exists."""
+        return bool(
+            self._write(
+                "UPDATE enrollment_tokens SET revoked_at = ? "
+                "WHERE hash = ? AND revoked_at IS NULL",
+                [to_storage(now), token_hash],
+            )
+        )
+
+    # Devices --------------------------------------------------------------------------
+
+    def add_device(self, device: dict[str, Any]) -> None:
+        """Store a new device; ``identity`` and ``health`` are dicts."""
+        row = _encode(device)
+        names = list(row)
+        self._write(
+            f"INSERT INTO devices ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})",
+            list(row.values()),
+        )
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM devices WHERE id = ?", [device_id])
+
+    def device_by_credential(self, credential_hash: str) -> dict[str, Any] | None:
+        return self._one(
+            "SELECT * FROM devices WHERE credential_hash = ?", [credential_hash]
+        )
+
+    def devices(self, school: str | None = None) -> list[dict[str, Any]]:
+        """All devices, or those of one school, by id."""
+        if school is None:
+            return self._rows("SELECT * FROM devices ORDER BY id")
+        return self._rows(
+            "SELECT * FROM devices WHERE school = ? ORDER BY id", [school]
+        )
+
+    def revoke_device_credential(self, device_id: str, now: datetime) -> bool:
+        return bool(
+            self._write(
+                "UPDATE devices SET credential_revoked_at = ? "
+                "WHERE id = ? AND credential_revoked_at IS NULL",
+                [to_storage(now), device_id],
+            )
+        )
+
+    def update_device(self, device_id: str, **values: Any) -> None:
+        """Set columns of a device (dicts become JSON, datetimes text)."""
+        row = _encode(values)
+        assignments = ", ".join(f"{name} = ?" for name in row)
+        self._write(
+            f"UPDATE devices SET {assignments} WHERE id = ?", [*row.values(), device_id]
+        )
+
+    def last_seen_by_school(self) -> dict[str, datetime]:
+        """Latest report time of any device, per school that has one."""
+        rows = self._rows(
+            "SELECT school, MAX(last_seen_at) AS last_seen_at FROM devices "
+            "WHERE last_seen_at IS NOT NULL GROUP BY school"
+        )
+        return {row["school"]: row["last_seen_at"] for row in rows}
+
+    # Inventories ----------------------------------------------------------------------
+
+    def inventory(self, device_id: str) -> dict[str, Any] | None:
+        """The latest inventory of a device: hash, sections, received_at."""
+        return self._one("SELECT * FROM inventories WHERE device = ?", [device_id])
+
+    def save_inventory(
+        self,
+        device_id: str,
+        inventory_hash: str | None,
+        sections: dict[str, Any],
+        received_at: datetime,
+        snapshot: bool,
+    ) -> None:
+        """Replace the latest inventory; with ``snapshot`` also keep it in history."""
+        row = [device_id, inventory_hash, _json(sections), to_storage(received_at)]
+        with self.transaction():
+            self._write(
+                "INSERT INTO inventories (device, hash, sections, received_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+                "hash = excluded.hash, sections = excluded.sections, "
+                "received_at = excluded.received_at",
+                row,
+            )
+            if snapshot:
+                self._write(
+                    "INSERT INTO inventory_snapshots (device, hash, sections, "
+                    "received_at) VALUES (?, ?, ?, ?)",
+                    row,
+                )
+
+    def device_os_names(self) -> dict[str, str | None]:
+        """The OS name of each device's latest inventory (None when unknown)."""
+        rows = self._rows(
+            "SELECT device, json_extract(sections, '$.os.data.name') AS os "
+            "FROM inventories"
+        )
+        return {row["device"]: row["os"] for row in rows}
+
+    def inventory_snapshots(self, device_id: str) -> list[dict[str, Any]]:
+        """Every distinct inventory of a device, oldest first."""
+        return self._rows(
+            "SELECT * FROM inventory_snapshots WHERE device = ? ORDER BY id",
+            [device_id],
+        )
+
+    # Probe samples and speed tests ----------------------------------------------------
+
+    def insert_probe_samples(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store samples not stored before (by device, run, seq); return how many."""
+        return self._insert_new("probe_samples", PROBE_COLUMNS, rows)
+
+    def insert_speedtests(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store speed tests not stored before (device, run, seq); return how many."""
+        return self._insert_new("speedtests", SPEEDTEST_COLUMNS, rows)
+
+    def _insert_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    ) -> int:
+        if not rows:
+            return 0
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)}) "
+            "ON CONFLICT (device, run, seq) DO NOTHING"
+        )
+        params = [
+            [_encode_value(name, row.get(name)) for name in columns] for row in rows
+        ]
+        with self.transaction():
+            return self.db.conn.executemany(sql, params).rowcount
+
+    def probe_samples(
+        self, school: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """Samples of a school placed in ``[start, end)``, in time order."""
+        return self._rows(
+            "SELECT * FROM probe_samples WHERE school = ? AND placed_at >= ? "
+            "AND placed_at < ? ORDER BY placed_at, device, run, seq",
+            [school, to_storage(start), to_storage(end)],
+        )
+
+    def latest_cycle(self, school: str) -> list[dict[str, Any]]:
+        """All samples of the most recently placed probe cycle of a school."""
+        latest = self._one(
+            "SELECT device, run, cycle FROM probe_samples WHERE school = ? "
+            "ORDER BY placed_at DESC, seq DESC LIMIT 1",
+            [school],
+        )
+        if latest is None:
+            return []
+        return self._rows(
+            "SELECT * FROM probe_samples WHERE device = ? AND run = ? "
+            "AND cycle IS NOT DISTINCT FROM ? ORDER BY seq",
+            [latest["device"], latest["run"], latest["cycle"]],
+        )
+
+    def speedtests(
+        self, school: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """Speed tests of a school placed in ``[start, end)``, in time order."""
+        return self._rows(
+            "SELECT * FROM speedtests WHERE school = ? AND placed_at >= ? "
+            "AND placed_at < ? ORDER BY placed_at, device, run, seq",
+            [school, to_storage(start), to_storage(end)],
+        )
+
+    # Asset events ---------------------------------------------------------------------
+
+    def add_asset_event(
+        self,
+        device_id: str,
+        school: str,
+        kind: str,
+        detail: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        self._write(
+            "INSERT INTO asset_events (device, school, kind, detail, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [device_id, school, kind, _json(detail), to_storage(at)],
+        )
+
+    def asset_events(self, device_id: str) -> list[dict[str, Any]]:
+        """Asset events of a device, oldest first."""
+        return self._rows(
+            "SELECT * FROM asset_events WHERE device = ? ORDER BY at, id", [device_id]
+        )
+
+    def asset_event_counts(self) -> dict[tuple[str, str], int]:
+        """Number of asset events per (school, kind)."""
+        rows = self._rows(
+            "SELECT school, kind, COUNT(*) AS n FROM asset_events GROUP BY school, kind"
+        )
+        return {(row["school"], row["kind"]): row["n"] for row in rows}
+
+    # Counters -------------------------------------------------------------------------
+
+    def bump_counters(
+        self, increments: Iterable[tuple[str, dict[str, str], int]]
+    ) -> None:
+        """Add to the collector's own counters (name, labels, amount)."""
+        params = [[name, _json(labels), amount] for name, labels, amount in increments]
+        if not params:
+            return
+        with self.transaction():
+            self.db.conn.executemany(
+                "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (name, labels) DO UPDATE "
+                "SET value = counters.value + excluded.value",
+                params,
+            )
+
+    def counters(self) -> list[dict[str, Any]]:
+        """Every counter: name, labels (dict), value."""
+        return self._rows("SELECT * FROM counters ORDER BY name, labels")
+
+
+# Encoding ---------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _encode_value(name: str, value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_storage(value)
+    if name in JSON_COLUMNS and value is not None:
+        return _json(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: _encode_value(name, value) for name, value in row.items()}
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: _decode_value(name, value) for name, value in row.items()}
+
+
+def _decode_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in JSON_COLUMNS:
+        return json.loads(value)
+    if name in BOOL_COLUMNS:
+        return bool(value)
+    if name.endswith("_at") or name in TIME_COLUMNS:
+        return from_storage(value)
+    return value

@@ -1,0 +1,104 @@
+"""Fixtures shared by the test suites: a movable clock, a real SQLite file, an app
+built around them, and that app served by uvicorn on a loopback port."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Tuesday 1 December 2026, 09:00 in Asia/Ho_Chi_Minh: a school day, in session.
+SCHOOL_MORNING = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+
+SMALL_REGISTRY = [
+    {
+        "code": "C01",
+        "name": "Trường Tiểu học Cẩm Phúc",
+        "level": "primary",
+        "commune": "Cẩm Phúc",
+        "has_informatics": True,
+        "students": 420,
+    },
+    {
+        "code": "C02",
+        "name": "Trường THCS Cẩm Phúc",
+        "level": "lower_secondary",
+        "commune": "Cẩm Phúc",
+        "has_informatics": True,
+        "lab_pcs_required": 20,
+    },
+    {
+        "code": "C03",
+        "name": "Trường Mầm non Cẩm Điền",
+        "level": "preschool",
+        "commune": "Cẩm Điền",
+    },
+]
+
+
+@pytest.fixture
+def clock() -> Any:
+    """A clock standing at a school morning until the test moves it."""
+    from schoolmon.server.clock import ManualClock
+
+    return ManualClock(SCHOOL_MORNING)
+
+
+@pytest.fixture
+def config() -> Any:
+    """The default collector configuration."""
+    from schoolmon.server.config import Config
+
+    return Config()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "schoolmon.sqlite3"
+
+
+@pytest.fixture
+def storage(db_path: Path) -> Iterator[Any]:
+    """A real SQLite database in a temporary directory."""
+    from schoolmon.server.storage import Storage
+
+    storage = Storage(db_path)
+    yield storage
+    storage.close()
+
+
+@pytest.fixture
+def registered(storage: Any, clock: Any) -> Any:
+    """The storage with three schools (C01 primary, C02 THCS, C03 preschool)."""
+    storage.import_schools([dict(row) for row in SMALL_REGISTRY], clock())
+    return storage
+
+
+@pytest.fixture
+def app(config: Any, registered: Any, clock: Any) -> Any:
+    """The collector app around the registered storage and the movable clock."""
+    from schoolmon.server.api import create_app
+
+    return create_app(config, registered, clock, rng=random.Random(7))
+
+
+@pytest.fixture
+def collector_url(app: Any) -> Iterator[str]:
+    """The app served by a real uvicorn on a free loopback port."""
+    from tests.support.collector import collector_in_thread
+
+    with collector_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture
+def http(collector_url: str) -> Iterator[Any]:
+    """An HTTP client pointed at the served collector."""
+    import httpx
+
+    with httpx.Client(base_url=collector_url, timeout=10) as client:
+        yield client

@@ -1,0 +1,137 @@
+"""The database: pragmas, migrations, idempotent inserts, counters."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from schoolmon.server.storage import (
+    SCHEMA_VERSION,
+    Storage,
+    StorageError,
+    connect,
+    migrate,
+    schema_version,
+)
+
+
+def test_new_database_is_durable_wal_at_the_latest_schema(storage):
+    """WAL, synchronous FULL, a busy timeout, foreign keys, latest schema version."""
+    pragma = {
+        name: storage.db.execute(f"PRAGMA {name}").fetchone()[0]
+        for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+    }
+
+    assert (pragma, schema_version(storage.db), sorted(storage.db.table_names())) == (
+        {
+            "journal_mode": "wal",
+            "synchronous": 2,
+            "busy_timeout": 10000,
+            "foreign_keys": 1,
+        },
+        SCHEMA_VERSION,
+        [
+            "asset_events",
+            "counters",
+            "devices",
+            "enrollment_tokens",
+            "inventories",
+            "inventory_snapshots",
+            "probe_samples",
+            "schema_version",
+            "schools",
+            "speedtests",
+        ],
+    )
+
+
+def test_database_one_version_behind_is_migrated_keeping_its_data(db_path: Path):
+    """A file at version N-1 gains version N's columns and tables, rows intact."""
+    old = connect(db_path)
+    migrate(old, target=SCHEMA_VERSION - 1)
+    old.execute(
+        "INSERT INTO schools (code, name, level, commune, active, updated_at) "
+        "VALUES ('C01', 'Trường THCS Cẩm Phúc', 'lower_secondary', 'Cẩm Phúc', 1, "
+        "'2026-12-01T02:00:00.000000Z')"
+    )
+    old_version, old_tables = schema_version(old), set(old.table_names())
+    old.close()
+
+    storage = Storage(db_path)
+
+    assert (
+        old_version,
+        "counters" in old_tables,
+        schema_version(storage.db),
+        [(s["code"], s["name"], s["timezone"]) for s in storage.schools()],
+        "counters" in storage.db.table_names(),
+    ) == (
+        SCHEMA_VERSION - 1,
+        False,
+        SCHEMA_VERSION,
+        [("C01", "Trường THCS Cẩm Phúc", None)],
+        True,
+    )
+    storage.close()
+
+
+def test_database_from_a_newer_collector_is_refused(db_path: Path):
+    """A schema newer than this code is an error, not a silent downgrade."""
+    db = connect(db_path)
+    migrate(db)
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION + 1])
+    db.close()
+
+    with pytest.raises(StorageError) as error:
+        Storage(db_path)
+
+    assert str(error.value) == (
+        f"database {str(db_path)!r}: database schema version {SCHEMA_VERSION + 1} is "
+        f"newer than this collector's ({SCHEMA_VERSION}); upgrade schoolmon"
+    )
+
+
+def test_postgresql_url_is_refused_clearly():
+    """The PostgreSQL backend is not in this version; the message says so."""
+    with pytest.raises(StorageError) as error:
+        Storage("postgresql://schoolmon@localhost/schoolmon")
+
+    assert str(error.value) == (
+        "database 'postgresql://schoolmon@localhost/schoolmon': the PostgreSQL "
+        "backend is not available in this version; give a SQLite file path"
+    )
+
+
+def test_failed_transaction_leaves_nothing_behind(registered, clock):
+    """An exception inside a transaction rolls every write of it back."""
+    with pytest.raises(RuntimeError), registered.transaction():
+        registered.add_enrollment_token("hash-1", "C01", "lab", clock())
+        raise RuntimeError("stop")
+
+    assert registered.enrollment_token("hash-1") is None
+
+
+def test_committed_write_is_seen_by_another_connection(registered, clock, db_path):
+    """What a write committed is on disk for any other reader at once."""
+    registered.add_enrollment_token("hash-2", "C02", "office", clock())
+
+    other = sqlite3.connect(db_path)
+    row = other.execute("SELECT hash, school, role FROM enrollment_tokens").fetchall()
+    other.close()
+
+    assert row == [("hash-2", "C02", "office")]
+
+
+def test_counters_add_up_and_survive_reopening(registered, db_path):
+    """Counters are stored sums, kept when the database is opened again."""
+    registered.bump_counters([("reports_received", {"result": "accepted"}, 2)])
+    registered.bump_counters([("reports_received", {"result": "accepted"}, 3)])
+    registered.close()
+
+    reopened = Storage(db_path)
+
+    assert reopened.counters() == [
+        {"name": "reports_received", "labels": {"result": "accepted"}, "value": 5}
+    ]
+    reopened.close()
