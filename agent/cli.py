@@ -235,19 +235,30 @@ def speedtest(ctx: Context, backend: str) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @common
-def status(ctx: Context) -> None:
+def status(ctx: Context, as_json: bool) -> None:
     """Show enrollment, last delivery and the outbox."""
     credential = ctx.state.load_credential()
     with ctx.outbox() as outbox:
         stats = outbox.stats()
         last = outbox.get_meta("last_delivery_at")
+    facts = {
+        "school": credential.school if credential else None,
+        "device_id": credential.device_id if credential else None,
+        "server": credential.server_url if credential else None,
+        "state_dir": str(ctx.state.directory),
+        "last_delivery": iso_utc(last) if last else None,
+    } | stats
+    if as_json:
+        _print_json(facts)
+        return
     lines = {
-        "school": credential.school if credential else "(not enrolled)",
-        "device id": credential.device_id if credential else "(not enrolled)",
-        "server": credential.server_url if credential else "(not enrolled)",
-        "state dir": str(ctx.state.directory),
-        "last delivery": iso_utc(last) if last else "never",
+        "school": facts["school"] or "(not enrolled)",
+        "device id": facts["device_id"] or "(not enrolled)",
+        "server": facts["server"] or "(not enrolled)",
+        "state dir": facts["state_dir"],
+        "last delivery": facts["last_delivery"] or "never",
         "outbox": f"{stats['outbox_items']} items, {stats['outbox_bytes']} bytes",
         "set aside": str(stats["set_aside_total"]),
         "dropped": ", ".join(f"{k} {v}" for k, v in stats["dropped_total"].items()),

@@ -15,18 +15,13 @@ a benchmark can pre-build payloads and time only the sending.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import gzip
 import json
 import logging
 import random
-import shutil
-import subprocess
+import sqlite3
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,13 +32,94 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import click
 import requests
-from schoolmon.agent.inventory import normalize
+from schoolmon.server.auth import hash_secret, new_secret
+from schoolmon.server.clock import utcnow
+from schoolmon.server.config import LEVELS
+from schoolmon.server.registry import RegistryError, read_registry
+from schoolmon.server.simulate_hardware import (
+    GIB,
+    HUGE_SOFTWARE_PROGRAMS,
+    PROBE_PLAN,
+    TIERS,
+    Moment,
+    SimPC,
+    compute_identity,
+    cycle_probes,
+    encode_body,
+    enroll_body,
+    failed_envelope,
+    generate_pc,
+    health,
+    huge_software,
+    inventory_document,
+    memory_section,
+    new_uuid,
+    pc_clock,
+    report_document,
+    section_envelope,
+    speed_test,
+    wire_time,
+)
+from schoolmon.server.storage import Storage, StorageError
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "GIB",
+    "HUGE_SOFTWARE_PROGRAMS",
+    "SCENARIOS",
+    "Collector",
+    "Credentials",
+    "District",
+    "Moment",
+    "Outcome",
+    "PhaseSummary",
+    "PreparedReport",
+    "School",
+    "SimOptions",
+    "SimPC",
+    "SimSchool",
+    "SimulationError",
+    "Summary",
+    "build_district",
+    "compute_identity",
+    "cycle_probes",
+    "encode_body",
+    "enroll_body",
+    "enroll_devices",
+    "failed_envelope",
+    "generate_pc",
+    "health",
+    "history_samples",
+    "huge_software",
+    "inventory_document",
+    "iter_report_bodies",
+    "load_registry",
+    "main",
+    "parse_scenarios",
+    "parse_token",
+    "pc_clock",
+    "prepare_cycle",
+    "prepare_history",
+    "report_document",
+    "reporting_pcs",
+    "resolve_schools",
+    "run",
+    "section_envelope",
+    "send_reports",
+    "session_windows",
+    "simulate_command",
+    "speed_test",
+    "synthetic_schools",
+    "token_for",
+    "tokens_from_db",
+    "utcnow",
+    "wire_time",
+]
 
 logger = logging.getLogger(__name__)
 
-GIB = 1024**3
-LEVELS = ("preschool", "primary", "lower_secondary", "upper_secondary", "other")
 SCENARIOS = ("clone", "move", "ram-upgrade", "ram-removed", "huge-software")
 TWO_INVENTORY_SCENARIOS = ("move", "ram-upgrade", "ram-removed")
 SESSION_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -53,17 +129,6 @@ SESSION_WINDOWS = (
 )
 DEFAULT_REGISTRY = Path(__file__).with_name("data") / "sample_registry.csv"
 LAB_DEFAULT = {"primary": 18, "lower_secondary": 23, "upper_secondary": 23}
-HUGE_SOFTWARE_PROGRAMS = 3000
-
-
-def utcnow() -> datetime:
-    """The current time as an aware UTC datetime (the default clock)."""
-    return datetime.now(UTC)
-
-
-def wire_time(instant: datetime) -> str:
-    """Format an aware datetime as the wire's ISO 8601 UTC with ``Z``."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SimulationError(Exception):
@@ -145,41 +210,6 @@ class School:
 
 
 @dataclass
-class SimPC:
-    """One simulated PC: its hardware (section data) and its agent's state."""
-
-    key: str
-    school: str
-    role: str
-    sections: dict[str, dict[str, Any]]
-    boot_time: datetime
-    boot_id: str
-    run: str
-    skew_seconds: float
-    on: bool = True
-    history: bool = False
-    state_restored: bool = False
-    clone_of: str | None = None
-    move_to: str | None = None
-    later_memory: dict[str, Any] | None = None
-    section_errors: dict[str, str] = field(default_factory=dict)
-    seq: int = 0
-    cycle: int = 0
-    inventory_sent: bool = False
-    wants_full_inventory: bool = False
-    wants_speedtest: bool = False
-    moved: bool = False
-
-    @property
-    def hostname(self) -> str:
-        return self.sections["system"]["hostname"]
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-
-@dataclass
 class SimSchool:
     """A school of the district with its link and its PCs."""
 
@@ -196,6 +226,10 @@ class SimSchool:
     @property
     def code(self) -> str:
         return self.school.code
+
+    @property
+    def level(self) -> str:
+        return self.school.level
 
 
 @dataclass
@@ -225,60 +259,24 @@ class District:
 
 
 def load_registry(path: Path | str) -> list[School]:
-    """Read schools from a registry CSV (comma or semicolon, with or without BOM)."""
-    path = Path(path)
+    """Schools of a registry CSV, read by the collector's own registry reader."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SimulationError(f"cannot read registry {path}: {exc}") from exc
-    header = text.split("\n", 1)[0]
-    delimiter = ";" if header.count(";") > header.count(",") else ","
-    rows = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    return [_school_row(row, path, number) for number, row in enumerate(rows, start=2)]
+        rows = read_registry(path)
+    except RegistryError as exc:
+        raise SimulationError("; ".join(exc.problems)) from exc
+    return [_school(row) for row in rows]
 
 
-def _school_row(row: Mapping[str, str | None], path: Path, line: int) -> School:
-    code = (row.get("code") or "").strip()
-    level = (row.get("level") or "").strip()
-    if not code or level not in LEVELS:
-        raise SimulationError(
-            f"{path} line {line}: needs a code and a level ({', '.join(LEVELS)}), "
-            f"got code {code!r} level {level!r}"
-        )
+def _school(row: Mapping[str, Any]) -> School:
     return School(
-        code=code,
-        level=level,
-        name=(row.get("name") or "").strip(),
-        students=_optional_number(row, "students", int, path, line),
-        contracted_download_mbps=_optional_number(
-            row, "contracted_download_mbps", float, path, line
-        ),
-        lab_pcs_required=_optional_number(row, "lab_pcs_required", int, path, line),
-        has_informatics=_optional_bool(row.get("has_informatics")),
+        code=row["code"],
+        level=row["level"],
+        students=row.get("students"),
+        contracted_download_mbps=row.get("contracted_download_mbps"),
+        lab_pcs_required=row.get("lab_pcs_required"),
+        has_informatics=row.get("has_informatics"),
+        name=row["name"],
     )
-
-
-def _optional_number(
-    row: Mapping[str, str | None], column: str, kind: type, path: Path, line: int
-) -> Any:
-    text = (row.get(column) or "").strip()
-    if not text:
-        return None
-    try:
-        return kind(float(text)) if kind is int else kind(text)
-    except ValueError as exc:
-        raise SimulationError(
-            f"{path} line {line}: column {column} must be a number, got {text!r}"
-        ) from exc
-
-
-def _optional_bool(text: str | None) -> bool | None:
-    value = (text or "").strip().lower()
-    if value in ("1", "true", "yes", "y", "x", "có", "co"):
-        return True
-    if value in ("0", "false", "no", "n", "không", "khong"):
-        return False
-    return None
 
 
 def synthetic_schools(codes: Iterable[str], seed: int) -> list[School]:
@@ -295,745 +293,6 @@ def synthetic_schools(codes: Iterable[str], seed: int) -> list[School]:
             School(code, level, students, contracted, None, level != "preschool")
         )
     return schools
-
-
-# Hardware catalog --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cpu:
-    model: str
-    physical: int
-    logical: int
-    mhz: int
-
-
-@dataclass(frozen=True)
-class Disk:
-    model: str
-    size_bytes: int
-    media: str
-    serial: str  # serial style: seagate, wd, kingston, samsung, toshiba, emmc
-
-
-@dataclass(frozen=True)
-class Tier:
-    """An age class of PC: what CPUs, memory and disks such a PC carries."""
-
-    name: str
-    years: tuple[int, int]
-    cpus: tuple[Cpu, ...]
-    memory: tuple[tuple[tuple[int, ...], float], ...]  # module sizes (GiB), weight
-    memory_speeds: tuple[int, ...]
-    disks: tuple[Disk, ...]
-    systems: tuple[
-        tuple[str | None, str | None, str, str], ...
-    ]  # mfr, model, board, bios
-    oses: tuple[tuple[str, float], ...]
-
-
-_HDD = {
-    160: Disk("ST3160815AS", 160041885696, "hdd", "seagate"),
-    250: Disk("ST250DM000-1BD141", 250059350016, "hdd", "seagate"),
-    320: Disk("WDC WD3200AAKX-001CA0", 320072933376, "hdd", "wd"),
-    500: Disk("ST500DM002-1BD142", 500107862016, "hdd", "seagate"),
-    501: Disk("WDC WD5000AAKX-00ERMA0", 500107862016, "hdd", "wd"),
-    502: Disk("TOSHIBA DT01ACA050", 500107862016, "hdd", "toshiba"),
-    1000: Disk("ST1000DM003-1ER162", 1000204886016, "hdd", "seagate"),
-    1001: Disk("WDC WD10EZEX-08WN4A0", 1000204886016, "hdd", "wd"),
-}
-_SSD = {
-    120: Disk("KINGSTON SA400S37120G", 120034123776, "ssd", "kingston"),
-    240: Disk("KINGSTON SA400S37240G", 240057409536, "ssd", "kingston"),
-    250: Disk("Samsung SSD 860 EVO 250GB", 250059350016, "ssd", "samsung"),
-    256: Disk("WDC PC SN530 SDBPNPZ-256G-1006", 256060514304, "ssd", "wd"),
-    480: Disk("KINGSTON SA400S37480G", 480103981056, "ssd", "kingston"),
-    500: Disk("Samsung SSD 870 EVO 500GB", 500107862016, "ssd", "samsung"),
-}
-_EMMC = Disk("DF4032", 31268536320, "ssd", "emmc")
-
-TIERS = (
-    Tier(
-        "old",
-        (2010, 2013),
-        (
-            Cpu("Intel(R) Pentium(R) CPU G630 @ 2.70GHz", 2, 2, 2700),
-            Cpu("Intel(R) Core(TM)2 Duo CPU     E7500  @ 2.93GHz", 2, 2, 2933),
-            Cpu("Intel(R) Pentium(R) CPU G2030 @ 3.00GHz", 2, 2, 3000),
-            Cpu("Intel(R) Core(TM) i3-2120 CPU @ 3.30GHz", 2, 4, 3300),
-            Cpu("Intel(R) Celeron(R) CPU G1610 @ 2.60GHz", 2, 2, 2600),
-            Cpu("Intel(R) Celeron(R) CPU 430 @ 1.80GHz", 1, 1, 1800),
-        ),
-        (((2,), 0.35), ((2, 2), 0.4), ((4,), 0.15), ((1, 1), 0.1)),
-        (1333, 1066),
-        (_HDD[160], _HDD[250], _HDD[320], _HDD[500], _HDD[501]),
-        (
-            ("Dell Inc.", "OptiPlex 3010", "Dell Inc. 042P49", "A20"),
-            (
-                "Hewlett-Packard",
-                "HP Compaq Pro 6300 SFF",
-                "Hewlett-Packard 339A",
-                "K01 v03.06",
-            ),
-            ("LENOVO", "ThinkCentre M72e", "LENOVO MAHOBAY", "9SKT91AUS"),
-            (None, None, "Gigabyte Technology Co., Ltd. H61M-DS2", "F4"),
-            (None, None, "ASUSTeK COMPUTER INC. P8H61-M LX3 R2.0", "0601"),
-            (None, None, "ECS G41T-M7", "1.0b"),
-        ),
-        (("win7", 0.55), ("win10", 0.4), ("ubuntu", 0.05)),
-    ),
-    Tier(
-        "mid",
-        (2014, 2017),
-        (
-            Cpu("Intel(R) Core(TM) i3-4150 CPU @ 3.50GHz", 2, 4, 3500),
-            Cpu("Intel(R) Core(TM) i3-6100 CPU @ 3.70GHz", 2, 4, 3700),
-            Cpu("Intel(R) Pentium(R) CPU G4560 @ 3.50GHz", 2, 4, 3500),
-            Cpu("Intel(R) Core(TM) i5-4570 CPU @ 3.20GHz", 4, 4, 3200),
-            Cpu("Intel(R) Core(TM) i5-6500 CPU @ 3.20GHz", 4, 4, 3200),
-        ),
-        (((4,), 0.5), ((4, 4), 0.25), ((2, 2), 0.15), ((8,), 0.1)),
-        (1600, 2133),
-        (_HDD[500], _HDD[502], _HDD[1000], _SSD[120], _SSD[240]),
-        (
-            ("Dell Inc.", "OptiPlex 3020", "Dell Inc. 04YFF8", "A18"),
-            ("Dell Inc.", "OptiPlex 3050", "Dell Inc. 0JP3NX", "1.11.0"),
-            ("HP", "HP ProDesk 400 G4 MT", "HP 829D", "P06 Ver. 02.26"),
-            ("LENOVO", "ThinkCentre M710s", "LENOVO 3102", "M1AKT4AA"),
-            (
-                "ASUSTeK COMPUTER INC.",
-                "ASUSPRO D340MC",
-                "ASUSTeK COMPUTER INC. D340MC",
-                "0802",
-            ),
-            (None, None, "MSI H81M-P33 (MS-7817)", "V3.10"),
-            (None, None, "Gigabyte Technology Co., Ltd. H110M-S2", "F22"),
-        ),
-        (("win10", 0.8), ("win7", 0.1), ("ubuntu", 0.1)),
-    ),
-    Tier(
-        "new",
-        (2018, 2022),
-        (
-            Cpu("Intel(R) Core(TM) i3-10100 CPU @ 3.60GHz", 4, 8, 3600),
-            Cpu("Intel(R) Pentium(R) Gold G6400 CPU @ 4.00GHz", 2, 4, 4000),
-            Cpu("Intel(R) Celeron(R) G5905 CPU @ 3.50GHz", 2, 2, 3500),
-            Cpu("AMD Ryzen 3 3200G with Radeon Vega Graphics", 4, 4, 3600),
-            Cpu("Intel(R) Core(TM) i5-9400 CPU @ 2.90GHz", 6, 6, 2900),
-            Cpu("Intel(R) Core(TM) i3-8100 CPU @ 3.60GHz", 4, 4, 3600),
-        ),
-        (((4,), 0.3), ((8,), 0.45), ((4, 4), 0.15), ((8, 8), 0.1)),
-        (2666, 2400),
-        (_SSD[240], _SSD[250], _SSD[256], _SSD[480], _SSD[500], _HDD[1001]),
-        (
-            ("Dell Inc.", "OptiPlex 3080", "Dell Inc. 0M5F5N", "2.14.0"),
-            ("Dell Inc.", "Vostro 3681", "Dell Inc. 0DHM0N", "2.10.0"),
-            ("HP", "HP ProDesk 400 G7 Microtower PC", "HP 8703", "S25 Ver. 02.09.00"),
-            ("LENOVO", "ThinkCentre M70s", "LENOVO 3130", "M2WKT4AA"),
-            (
-                "ASUSTeK COMPUTER INC.",
-                "ExpertCenter D500MA",
-                "ASUSTeK COMPUTER INC. D500MA",
-                "0403",
-            ),
-            (None, None, "ASRock H310CM-HDV", "P1.50"),
-            (None, None, "Gigabyte Technology Co., Ltd. H410M S2H", "F5"),
-        ),
-        (("win10", 0.55), ("win11", 0.35), ("ubuntu", 0.1)),
-    ),
-    Tier(
-        "mini",
-        (2017, 2019),
-        (Cpu("Intel(R) Atom(TM) x5-Z8350  CPU @ 1.44GHz", 4, 4, 1920),),
-        (((2,), 0.7), ((4,), 0.3)),
-        (1600,),
-        (_EMMC,),
-        ((None, None, "AMI Cherry Trail CR", "5.11"),),
-        (("win10", 1.0),),
-    ),
-)
-TIER_WEIGHTS = {
-    "lab": (0.3, 0.4, 0.25, 0.05),
-    "office": (0.15, 0.45, 0.4, 0.0),
-    "teacher": (0.25, 0.35, 0.35, 0.05),
-}
-OSES = {
-    "win7": ("windows", "Microsoft Windows 7 Professional", "6.1.7601", "7601"),
-    "win10": ("windows", "Microsoft Windows 10 Pro", "10.0.19045", "19045"),
-    "win11": ("windows", "Microsoft Windows 11 Pro", "10.0.22631", "22631"),
-    "ubuntu": ("linux", "Ubuntu", "22.04", "5.15.0-105-generic"),
-}
-OUIS = {
-    "Dell Inc.": ("B8:CA:3A", "F8:BC:12", "18:66:DA", "D0:94:66"),
-    "Hewlett-Packard": ("3C:D9:2B", "EC:B1:D7", "98:E7:F4"),
-    "HP": ("3C:D9:2B", "EC:B1:D7", "98:E7:F4"),
-    "LENOVO": ("8C:16:45", "98:FA:9B", "E8:6A:64"),
-    "ASUSTeK COMPUTER INC.": ("2C:56:DC", "AC:22:0B", "04:D4:C4"),
-    "Gigabyte": ("94:DE:80", "1C:6F:65", "50:E5:49", "E0:D5:5E"),
-    "MSI": ("D8:CB:8A", "4C:CC:6A"),
-    "other": ("00:E0:4C",),
-}
-MEMORY_PARTS = {
-    (1, "old"): ("Samsung", "M378B2873FHS-CH9"),
-    (2, "old"): ("Kingston", "99U5584-005.A00LF"),
-    (4, "old"): ("Hynix/Hyundai", "HMT351U6CFR8C-H9"),
-    (2, "mid"): ("Kingston", "KVR16N11S6/2"),
-    (4, "mid"): ("Hynix/Hyundai", "HMT451U6AFR8C-PB"),
-    (8, "mid"): ("Samsung", "M378A1K43BB2-CRC"),
-    (4, "new"): ("Samsung", "M378A5244CB0-CTD"),
-    (8, "new"): ("Micron", "8ATF1G64AZ-2G6E1"),
-    (2, "mini"): ("Samsung", "K4E8E324EB-EGCF"),
-    (4, "mini"): ("Samsung", "K4E6E304EB-EGCF"),
-}
-MONITORS = (
-    ("DEL", "DELL E1916H", 2014, 2019),
-    ("DEL", "DELL E2016H", 2015, 2020),
-    ("HWP", "HP LE1851w", 2010, 2013),
-    ("HPN", "HP V194", 2017, 2021),
-    ("GSM", "20M37", 2015, 2019),
-    ("SAM", "S19F350", 2015, 2018),
-    ("AOC", "E970SWN", 2014, 2020),
-    ("LEN", "LEN T2014A", 2014, 2017),
-    ("ACR", "V196HQL", 2013, 2018),
-)
-HOSTNAME_PREFIX = {
-    "lab": "PHONGMAY-PC",
-    "office": "VANPHONG-PC",
-    "teacher": "GIAOVIEN-PC",
-}
-
-
-# Hardware generation -----------------------------------------------------------
-
-
-def generate_pc(
-    seed: int, school: SimSchool, role: str, index: int, now: datetime
-) -> SimPC:
-    """One PC of ``school``: hardware from the seed, agent state around ``now``."""
-    key = f"{school.code}-{role}-{index:02d}"
-    rng = random.Random(f"{seed}/{key}/hardware")
-    tier = _pick_tier(rng, role, school.school.level)
-    system_row = rng.choice(tier.systems)
-    os_key = rng.choices([o for o, _ in tier.oses], weights=[w for _, w in tier.oses])[
-        0
-    ]
-
-    year = rng.randint(*tier.years)
-    sections = {
-        "system": _system(rng, system_row, key, role, index, year, now),
-        "cpu": _cpu(rng, tier, os_key),
-        "memory": _memory(rng, tier, _pick_modules(rng, tier), os_key),
-        "disks": _disks(rng, tier, os_key, key),
-        "network": _network(rng, system_row, os_key, school, role, index),
-        "os": _os(rng, os_key, year, now),
-        "software": _software(rng, os_key, role),
-        "battery": _battery(),
-        "monitors": _monitors(rng, year),
-    }
-    pc = _agent_state(rng, key, school.code, role, sections, now)
-    if os_key == "win7" and rng.random() < 0.3:
-        pc.section_errors["monitors"] = "WmiMonitorID: Invalid class (root/wmi)"
-    return pc
-
-
-def _pick_tier(rng: random.Random, role: str, level: str) -> Tier:
-    weights = TIER_WEIGHTS["teacher" if level == "preschool" else role]
-    return rng.choices(TIERS, weights=weights)[0]
-
-
-def _pick_modules(rng: random.Random, tier: Tier) -> tuple[int, ...]:
-    layouts = [layout for layout, _ in tier.memory]
-    return rng.choices(layouts, weights=[w for _, w in tier.memory])[0]
-
-
-def _agent_state(
-    rng: random.Random,
-    key: str,
-    code: str,
-    role: str,
-    sections: dict[str, dict[str, Any]],
-    now: datetime,
-) -> SimPC:
-    boot_time = now - timedelta(seconds=rng.randint(20 * 60, 4 * 3600))
-    sections["system"]["boot_time"] = wire_time(boot_time)
-    return SimPC(
-        key=key,
-        school=code,
-        role=role,
-        sections=sections,
-        boot_time=boot_time,
-        boot_id=_uuid(rng),
-        run=f"{rng.getrandbits(32):08x}",
-        skew_seconds=0.0,
-        on=rng.random() < 0.9,
-        state_restored=rng.random() < 0.05,
-    )
-
-
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _serial(rng: random.Random, alphabet: str, length: int) -> str:
-    return "".join(rng.choice(alphabet) for _ in range(length))
-
-
-_UPPER = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
-_HEXU = "0123456789ABCDEF"
-
-
-def _system(
-    rng: random.Random,
-    row: tuple[str | None, str | None, str, str],
-    key: str,
-    role: str,
-    index: int,
-    year: int,
-    now: datetime,
-) -> dict[str, Any]:
-    manufacturer, model, board, bios = row
-    branded = manufacturer is not None
-    windows_guid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    return {
-        "hostname": f"{HOSTNAME_PREFIX[role]}{index:02d}",
-        "manufacturer": manufacturer,
-        "model": model,
-        "serial": _system_serial(rng, manufacturer),
-        "uuid": _smbios_uuid(rng, branded),
-        "board": board,
-        "board_serial": _board_serial(rng, branded),
-        "bios_version": bios,
-        "bios_date": date(year, rng.randint(1, 12), rng.randint(1, 28)).isoformat(),
-        "virtual": False,
-        "machine_id": windows_guid,
-        "boot_time": None,
-    }
-
-
-def _system_serial(rng: random.Random, manufacturer: str | None) -> str | None:
-    if manufacturer == "Dell Inc.":
-        return _serial(rng, _UPPER, 7)
-    if manufacturer in ("HP", "Hewlett-Packard"):
-        return "SGH" + _serial(rng, "0123456789", 3) + _serial(rng, _UPPER, 4)
-    if manufacturer == "LENOVO":
-        return "PC" + _serial(rng, _UPPER, 6)
-    if manufacturer == "ASUSTeK COMPUTER INC.":
-        return _serial(rng, _UPPER, 15)
-    return None  # white box: "To be filled by O.E.M." normalised to unknown
-
-
-def _smbios_uuid(rng: random.Random, branded: bool) -> str | None:
-    if not branded and rng.random() < 0.5:
-        return None  # 03000200-0400-0500-0006-000700080009 and friends
-    return _uuid(rng).upper()
-
-
-def _board_serial(rng: random.Random, branded: bool) -> str | None:
-    if branded:
-        return "/" + _serial(rng, _UPPER, 7) + "/CN" + _serial(rng, "0123456789", 12)
-    return _serial(rng, _UPPER, 15) if rng.random() < 0.4 else None
-
-
-def _cpu(rng: random.Random, tier: Tier, os_key: str) -> dict[str, Any]:
-    cpu = rng.choice(tier.cpus)
-    return {
-        "model": cpu.model,
-        "physical_cores": cpu.physical,
-        "logical_cores": cpu.logical,
-        "max_frequency_mhz": cpu.mhz,
-        "architecture": "x86_64" if os_key == "ubuntu" else "AMD64",
-    }
-
-
-def _memory(
-    rng: random.Random, tier: Tier, sizes_gib: Sequence[int], os_key: str
-) -> dict[str, Any]:
-    speed = rng.choice(tier.memory_speeds)
-    modules = [
-        _memory_module(rng, tier, slot, size, speed)
-        for slot, size in enumerate(sizes_gib)
-    ]
-    installed = sum(m["size_bytes"] for m in modules)
-    reserved = rng.randint(80, 400) * 1024**2
-    usable = installed - reserved
-    if os_key == "win7" and installed > 3 * GIB:
-        usable = min(usable, 3_436_000_000)  # a 32-bit Windows 7 sees ~3.2 GiB
-    return {"installed_bytes": installed, "usable_bytes": usable, "modules": modules}
-
-
-def _memory_module(
-    rng: random.Random, tier: Tier, slot: int, size_gib: int, speed: int
-) -> dict[str, Any]:
-    manufacturer, part = MEMORY_PARTS.get(
-        (size_gib, tier.name), ("Kingston", "KVR16N11/4")
-    )
-    soldered = tier.name == "mini"
-    return {
-        "slot": "Onboard" if soldered else f"DIMM{slot}",
-        "size_bytes": size_gib * GIB,
-        "manufacturer": manufacturer,
-        "part_number": part,
-        "serial": None if soldered else _serial(rng, _HEXU, 8),
-        "speed_mhz": speed,
-    }
-
-
-def _disk_serial(rng: random.Random, style: str) -> str | None:
-    if style == "seagate":
-        return "Z" + _serial(rng, _UPPER, 7)
-    if style == "wd":
-        return "WD-WCC" + _serial(rng, _UPPER, 8)
-    if style == "kingston":
-        return "50026B77" + _serial(rng, _HEXU, 8)
-    if style == "samsung":
-        return "S3Z9NB0K" + _serial(rng, _UPPER, 7)
-    if style == "toshiba":
-        return _serial(rng, "0123456789", 2) + _serial(rng, _UPPER, 6)
-    return "0x" + _serial(rng, "0123456789abcdef", 8)  # eMMC CID serial
-
-
-def _disks(rng: random.Random, tier: Tier, os_key: str, key: str) -> dict[str, Any]:
-    system_disk = rng.choice(tier.disks)
-    physical = [_physical_disk(rng, 0, system_disk, os_key)]
-    if tier.name == "new" and system_disk.media == "ssd" and rng.random() < 0.2:
-        physical.append(_physical_disk(rng, 1, _HDD[1001], os_key))
-    if rng.random() < 0.08:
-        physical.append(_usb_stick(rng, len(physical), os_key))
-    return {"physical": physical, "volumes": _volumes(rng, system_disk, os_key)}
-
-
-def _physical_disk(rng: random.Random, index: int, disk: Disk, os_key: str) -> dict:
-    linux = os_key == "ubuntu"
-    interface = "mmc" if disk.serial == "emmc" else ("sata" if linux else "ide")
-    if "SN530" in disk.model:
-        interface = "nvme" if linux else "scsi"
-    return {
-        "index": index,
-        "model": disk.model,
-        "serial": _disk_serial(rng, disk.serial),
-        "size_bytes": disk.size_bytes,
-        "media": disk.media if linux else None,
-        "removable": False,
-        "interface": interface,
-    }
-
-
-def _usb_stick(rng: random.Random, index: int, os_key: str) -> dict[str, Any]:
-    return {
-        "index": index,
-        "model": "Kingston DataTraveler 3.0 USB Device",
-        "serial": "60A44C3F" + _serial(rng, _HEXU, 16),
-        "size_bytes": 15512174592,
-        "media": "ssd" if os_key == "ubuntu" else None,
-        "removable": True,
-        "interface": "usb",
-    }
-
-
-def _volumes(rng: random.Random, disk: Disk, os_key: str) -> list[dict[str, Any]]:
-    size = disk.size_bytes
-    if os_key == "ubuntu":
-        return [_volume("/dev/sda2", "/", "ext4", size - 536870912, rng, True)]
-    if size < 300 * 10**9:
-        return [_volume("C:", "C:\\", "NTFS", size - 577_000_000, rng, True)]
-    system_size = rng.choice((107_374_182_400, 214_748_360_704))
-    return [
-        _volume("C:", "C:\\", "NTFS", system_size, rng, True),
-        _volume("D:", "D:\\", "NTFS", size - system_size - 577_000_000, rng, False),
-    ]
-
-
-def _volume(
-    device: str, mount: str, fs: str, size: int, rng: random.Random, system: bool
-) -> dict[str, Any]:
-    free = int(size * rng.uniform(0.05, 0.7))
-    return {
-        "device": device,
-        "mount": mount,
-        "filesystem": fs,
-        "size_bytes": size,
-        "free_bytes": free,
-        "system": system,
-    }
-
-
-def _mac(oui: str, unique: int) -> str:
-    """A MAC under ``oui``; distinct ``unique`` numbers give distinct MACs.
-
-    Multiplying by an odd constant modulo 2**24 is a bijection, so the low bytes
-    look random yet never collide within one OUI.
-    """
-    low = (unique * 0x9E3779 + 0x5A5A5) % (1 << 24)
-    return f"{oui}:{low >> 16:02X}:{low >> 8 & 255:02X}:{low & 255:02X}"
-
-
-_ROLE_NUMBER = {"lab": 0, "office": 1, "teacher": 2}
-
-
-def _unique_number(school: SimSchool, role: str, index: int) -> int:
-    return (school.number << 10) | (_ROLE_NUMBER[role] << 8) | index
-
-
-def _oui_family(row: tuple[str | None, str | None, str, str]) -> str:
-    manufacturer, _, board, _ = row
-    if manufacturer in OUIS:
-        return manufacturer
-    for family in ("Gigabyte", "MSI", "ASUSTeK COMPUTER INC."):
-        if family.split()[0] in board:
-            return family
-    return "other"
-
-
-def _network(
-    rng: random.Random,
-    row: tuple[str | None, str | None, str, str],
-    os_key: str,
-    school: SimSchool,
-    role: str,
-    index: int,
-) -> dict[str, Any]:
-    linux = os_key == "ubuntu"
-    oui = rng.choice(OUIS[_oui_family(row)])
-    unique = _unique_number(school, role, index)
-    address = f"{school.subnet}.{10 + 60 * _ROLE_NUMBER[role] + index}"
-    adapters = [_ethernet(rng, _mac(oui, unique), address, linux)]
-    if rng.random() < 0.15:
-        adapters.append(_wifi(rng, unique, linux))
-    if rng.random() < 0.12:  # the district bought one batch of identical dongles
-        adapters.append(_bluetooth(linux))
-    if rng.random() < 0.06:
-        adapters.append(_vpn(unique, linux))
-    if linux:
-        adapters.append(
-            _adapter("lo", None, "loopback", ["127.0.0.1"], None, True, None)
-        )
-    return {"adapters": adapters}
-
-
-def _adapter(
-    name: str,
-    mac: str | None,
-    kind: str,
-    addresses: list[str],
-    speed: int | None,
-    up: bool,
-    bus: str | None,
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "mac": mac,
-        "kind": kind,
-        "addresses": addresses,
-        "speed_bps": speed,
-        "up": up,
-        "bus": bus,
-    }
-
-
-def _ethernet(
-    rng: random.Random, mac: str, address: str, linux: bool
-) -> dict[str, Any]:
-    if linux:
-        name = "enp2s0"
-    else:
-        name = rng.choice(
-            (
-                "Realtek PCIe GBE Family Controller",
-                "Intel(R) Ethernet Connection I219-LM",
-            )
-        )
-    speed = rng.choice((100_000_000, 1_000_000_000))
-    return _adapter(name, mac, "ethernet", [address], speed, True, "pci")
-
-
-def _wifi(rng: random.Random, unique: int, linux: bool) -> dict[str, Any]:
-    if rng.random() < 0.5:
-        name = "wlp3s0" if linux else "Intel(R) Dual Band Wireless-AC 3165"
-        return _adapter(name, _mac("A4:34:D9", unique), "wifi", [], None, False, "pci")
-    name = "wlx503eaa000000" if linux else "TP-Link Wireless USB Adapter"
-    return _adapter(name, _mac("50:3E:AA", unique), "wifi", [], None, False, "usb")
-
-
-def _bluetooth(linux: bool) -> dict[str, Any]:
-    name = "bnep0" if linux else "Bluetooth Device (Personal Area Network)"
-    return _adapter(
-        name, "00:1A:7D:DA:71:0A", "bluetooth", [], None, False, "bluetooth"
-    )
-
-
-def _vpn(unique: int, linux: bool) -> dict[str, Any]:
-    name = "tun0" if linux else "TAP-Windows Adapter V9"
-    mac = None if linux else _mac("00:FF:4E", unique)
-    return _adapter(name, mac, "vpn", [], None, False, None if linux else "root")
-
-
-def _os(rng: random.Random, os_key: str, year: int, now: datetime) -> dict[str, Any]:
-    family, name, version, build = OSES[os_key]
-    installed = datetime(
-        max(year, 2015 if os_key != "win7" else year), 1, 1, tzinfo=UTC
-    )
-    installed += timedelta(days=rng.randint(0, 900), seconds=rng.randint(0, 86399))
-    linux = family == "linux"
-    return {
-        "family": family,
-        "name": name,
-        "version": version,
-        "build": build,
-        "architecture": ("x86_64" if linux else "64-bit")
-        if os_key != "win7" or rng.random() < 0.6
-        else "32-bit",
-        "install_date": None if linux else wire_time(min(installed, now)),
-        "vendor_supported": normalize.vendor_supported(
-            family, name, version, now.date()
-        ),
-        "languages": ["vi-VN"]
-        if linux
-        else rng.choice((["vi-VN", "en-US"], ["en-US"])),
-    }
-
-
-def _battery() -> dict[str, Any]:
-    return {
-        "present": False,
-        "percent": None,
-        "plugged": None,
-        "cycle_count": None,
-        "design_capacity_wh": None,
-        "full_capacity_wh": None,
-    }
-
-
-def _monitors(rng: random.Random, year: int) -> dict[str, Any]:
-    candidates = [m for m in MONITORS if m[2] <= year + 1] or list(MONITORS[:1])
-    code, model, first, last = rng.choice(candidates)
-    serial = _serial(rng, _UPPER, 8) if rng.random() < 0.8 else None
-    monitor = {"manufacturer": code, "model": model, "serial": serial}
-    return {"monitors": [{**monitor, "year": rng.randint(first, last)}]}
-
-
-# Software ----------------------------------------------------------------------
-
-_WINDOWS_COMMON = (
-    ("Google Chrome", "120.0.6099.130", "Google LLC"),
-    ("Cốc Cốc", "118.0.5993.124", "Cốc Cốc Company Limited"),
-    ("7-Zip 19.00 (x64)", "19.00", "Igor Pavlov"),
-    ("Foxit PDF Reader", "12.1.2.15332", "Foxit Software Inc."),
-    ("UltraViewer version 6.6.46", "6.6.46", "DucFabulous"),
-    (
-        "Microsoft Visual C++ 2015-2022 Redistributable (x64) - 14.38.33130",
-        "14.38.33130.0",
-        "Microsoft Corporation",
-    ),
-)
-_WINDOWS_OFFICE = (
-    (("LibreOffice 7.6.4.1", "7.6.4.1", "The Document Foundation"),),
-    (
-        (
-            "Microsoft Office Professional Plus 2010",
-            "14.0.7015.1000",
-            "Microsoft Corporation",
-        ),
-    ),
-    (("Microsoft Office Standard 2016", "16.0.4266.1001", "Microsoft Corporation"),),
-)
-_WINDOWS_VIETNAMESE = (
-    (("UniKey 4.3 RC5", "4.3", None),),
-    (("Bộ gõ tiếng Việt Unikey 4.3", "4.3", None),),
-    (("EVKey 3.3.8", "3.3.8", "Lâm Quang Minh"),),
-)
-_WINDOWS_LAB = (
-    ("MSWLogo 6.5b", "6.5b", None),
-    ("Scratch 3", "3.29.1", "Scratch Foundation"),
-    ("Free Pascal 3.2.2", "3.2.2", "Free Pascal Team"),
-    ("Python 3.8.10 (64-bit)", "3.8.10150.0", "Python Software Foundation"),
-    ("Tux Paint 0.9.28", "0.9.28", "New Breed Software"),
-    ("Kiến thức tin học - Luyện gõ phím 10 ngón", "2.0", "Trung tâm Tin học"),
-    ("Deep Freeze Standard", "8.63.020.5634", "Faronics Corporation"),
-)
-_WINDOWS_OFFICE_ONLY = (
-    ("MISA Mimosa.NET 2023", "R14", "Công ty Cổ phần MISA"),
-    ("Phần mềm Quản lý Thư viện 2.1", "2.1.0", "Công ty Phần mềm Giáo dục"),
-    ("Zalo", "23.12.1", "VNG Corporation"),
-    ("Phần mềm kê khai thuế HTKK 5.1.7", "5.1.7", "Tổng cục Thuế"),
-)
-_DPKG = (
-    (
-        "libreoffice-writer",
-        "1:7.3.7-0ubuntu0.22.04.4",
-        "Debian LibreOffice Maintainers",
-    ),
-    ("ibus-unikey", "0.6.1-1.1", "Ubuntu Developers"),
-    ("firefox", "1:1snap1-0ubuntu2", "Ubuntu Mozilla Team"),
-    ("scratch", "1.4.0.6~dfsg1-6", "Debian Edu Packaging Team"),
-    ("tuxpaint", "1:0.9.27-1", "Ubuntu Developers"),
-    ("fp-compiler", "3.2.2+dfsg-9ubuntu1", "Pascal Packaging Team"),
-    ("python3", "3.10.6-1~22.04", "Ubuntu Developers"),
-    ("gcompris-qt", "2.3-1", "Debian KDE Extras Team"),
-)
-
-
-def _software(rng: random.Random, os_key: str, role: str) -> dict[str, Any]:
-    if os_key == "ubuntu":
-        picked = [p for p in _DPKG if rng.random() < 0.8]
-        return {"source": "dpkg", "programs": [_program(rng, p, True) for p in picked]}
-
-    picked = [p for p in _WINDOWS_COMMON if rng.random() < 0.75]
-    picked += rng.choice(_WINDOWS_OFFICE) + rng.choice(_WINDOWS_VIETNAMESE)
-    extra = _WINDOWS_LAB if role == "lab" else _WINDOWS_OFFICE_ONLY
-    picked += [p for p in extra if rng.random() < 0.6]
-    programs = [_program(rng, p, False) for p in picked]
-    return {"source": "windows-uninstall", "programs": programs}
-
-
-def _program(
-    rng: random.Random, entry: tuple[str, str, str | None], linux: bool
-) -> dict[str, Any]:
-    name, version, publisher = entry
-    install = None
-    if not linux and rng.random() < 0.8:
-        install = date(2019, 1, 1) + timedelta(days=rng.randint(0, 1800))
-    return {
-        "name": name,
-        "version": version,
-        "publisher": publisher,
-        "install_date": install.isoformat() if install else None,
-    }
-
-
-_HUGE_VENDORS = (
-    ("Microsoft Corporation", "Microsoft Visual C++ Redistributable"),
-    ("Adobe Inc.", "Adobe Font Pack"),
-    ("Intel Corporation", "Intel(R) Driver Component"),
-    ("Công ty Phần mềm Giáo dục", "Học liệu điện tử lớp"),
-    ("Hewlett-Packard", "HP Printer Driver Module"),
-    ("Realtek Semiconductor Corp.", "Realtek Audio Codec Component"),
-    ("КриптоПро", "КриптоПро CSP модуль"),
-    ("The Document Foundation", "LibreOffice Help Pack – български"),
-)
-
-
-_HUGE_SUFFIX = "gói cài đặt cho phòng máy, cập nhật theo đợt của Phòng Giáo dục"
-
-
-def huge_software(seed: int, count: int = HUGE_SOFTWARE_PROGRAMS) -> dict[str, Any]:
-    """A software section of ``count`` programs (about 1 MB of JSON for 3,000)."""
-    rng = random.Random(f"{seed}/huge-software")
-    programs = []
-    for number in range(count):
-        publisher, product = _HUGE_VENDORS[number % len(_HUGE_VENDORS)]
-        version = f"{rng.randint(1, 30)}.{rng.randint(0, 99)}.{rng.randint(0, 99999)}"
-        arch = rng.choice(("x86", "x64"))
-        name = f"{product} {number:04d} ({arch}) - bản {version} - {_HUGE_SUFFIX}"
-        install = date(2015, 1, 1) + timedelta(days=rng.randint(0, 3650))
-        programs.append(
-            {
-                "name": name,
-                "version": version,
-                "publisher": publisher,
-                "install_date": install.isoformat(),
-            }
-        )
-    return {"source": "windows-uninstall", "programs": programs}
 
 
 # District ----------------------------------------------------------------------
@@ -1240,8 +499,8 @@ def _change_memory(
     rng = random.Random(f"{pc.key}/memory-change")
     tier = TIERS[1]
     os_key = "win7" if "Windows 7" in (pc.sections["os"]["name"] or "") else "win10"
-    pc.sections["memory"] = _memory(rng, tier, before, os_key)
-    later = _memory(rng, tier, after, os_key)
+    pc.sections["memory"] = memory_section(rng, tier, before, os_key)
+    later = memory_section(rng, tier, after, os_key)
     kept = len(after) if len(after) < len(before) else 0
     later["modules"][:kept] = pc.sections["memory"]["modules"][:kept]
     pc.later_memory = later
@@ -1272,248 +531,6 @@ _SCENARIO_BUILDERS: dict[
 }
 
 
-# Sections, identity and samples ------------------------------------------------
-
-
-def section_envelope(data: dict[str, Any], collected_at: datetime) -> dict[str, Any]:
-    """Wrap section data in the envelope of design.md (status ok)."""
-    return {
-        "status": "ok",
-        "collected_at": wire_time(collected_at),
-        "duration_seconds": 0.05,
-        "error": None,
-        "warnings": [],
-        "hash": normalize.canonical_hash(data),
-        "data": data,
-    }
-
-
-def failed_envelope(error: str, collected_at: datetime) -> dict[str, Any]:
-    """The envelope of a section whose reader failed: status error, no data."""
-    return {
-        "status": "error",
-        "collected_at": wire_time(collected_at),
-        "duration_seconds": 1.2,
-        "error": error,
-        "warnings": [],
-        "hash": None,
-        "data": None,
-    }
-
-
-def inventory_document(
-    sections: Mapping[str, dict[str, Any]],
-    collected_at: datetime,
-    errors: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The report's ``inventory`` object; sections named in ``errors`` failed."""
-    errors = errors or {}
-    envelopes = {
-        name: failed_envelope(errors[name], collected_at)
-        if name in errors
-        else section_envelope(data, collected_at)
-        for name, data in sections.items()
-    }
-    hashes = {name: env["hash"] for name, env in envelopes.items()}
-    return {"hash": normalize.canonical_hash(hashes), "sections": envelopes}
-
-
-def compute_identity(sections: Mapping[str, Any]) -> dict[str, Any]:
-    """Identity signals of design.md, computed the way the agent computes them."""
-    return normalize.identity_signals(sections)
-
-
-def pc_clock(pc: SimPC, instant: datetime) -> datetime:
-    """What the PC's own clock says at the true ``instant``."""
-    return instant + timedelta(seconds=pc.skew_seconds)
-
-
-PROBE_PLAN = (
-    ("collector", "collector", "tcp"),
-    ("collector", "collector", "https"),
-    ("internet", "internet", "dns"),
-    ("internet", "internet", "tcp"),
-    ("internet", "internet", "https"),
-)
-_FAILURE_REASONS = {
-    "dns": "name resolution failed",
-    "tcp": "connection timed out",
-    "https": "timeout",
-}
-
-
-@dataclass(frozen=True)
-class Moment:
-    """One agent cycle: when (true time), which boot and run, and the link's state."""
-
-    at: datetime
-    boot_time: datetime
-    boot_id: str
-    run: str
-    cycle: int
-    link_up: bool
-    slow: bool
-
-
-def cycle_probes(pc: SimPC, rng: random.Random, moment: Moment) -> list[dict[str, Any]]:
-    """The probe samples of one cycle, one second apart, ending at ``moment.at``."""
-    samples = []
-    for offset, (target, scope, kind) in enumerate(PROBE_PLAN):
-        instant = moment.at - timedelta(seconds=len(PROBE_PLAN) - offset)
-        samples.append(_probe(pc, rng, moment, instant, (target, scope, kind)))
-    return samples
-
-
-def _probe(
-    pc: SimPC,
-    rng: random.Random,
-    moment: Moment,
-    instant: datetime,
-    plan: tuple[str, str, str],
-) -> dict[str, Any]:
-    target, scope, kind = plan
-    failure_rate = 0.08 if moment.slow else 0.005
-    ok = moment.link_up and rng.random() >= failure_rate
-    base = {"dns": 0.01, "tcp": 0.02, "https": 0.08}[kind] * (4 if moment.slow else 1)
-    return {
-        "run": moment.run,
-        "seq": pc.next_seq(),
-        "cycle": moment.cycle,
-        "wall_time": wire_time(pc_clock(pc, instant)),
-        "monotonic": round((instant - moment.boot_time).total_seconds(), 3),
-        "boot_id": moment.boot_id,
-        "target": target,
-        "scope": scope,
-        "kind": kind,
-        "ok": ok,
-        "duration_seconds": round(base * rng.uniform(0.5, 2.5), 4) if ok else 5.0,
-        "reason": None if ok else _FAILURE_REASONS[kind],
-        "detail": _probe_detail(kind) if ok else None,
-    }
-
-
-def _probe_detail(kind: str) -> dict[str, Any]:
-    if kind == "https":
-        return {"status_code": 204}
-    if kind == "tcp":
-        return {"port": 443}
-    return {"answers": 1}
-
-
-SPEEDTEST_SERVERS = (
-    {
-        "id": "9903",
-        "name": "Hanoi",
-        "host": "speedtest.hni.viettel.vn:8080",
-        "sponsor": "Viettel Network",
-    },
-    {
-        "id": "6085",
-        "name": "Ho Chi Minh City",
-        "host": "speedtest.vnpt.vn:8080",
-        "sponsor": "VNPT-NET",
-    },
-    {
-        "id": "2515",
-        "name": "Hanoi",
-        "host": "speedtest.fpt.vn:8080",
-        "sponsor": "FPT Telecom",
-    },
-    {
-        "id": "17758",
-        "name": "Da Nang",
-        "host": "speedtest.cmctelecom.vn:8080",
-        "sponsor": "CMC Telecom",
-    },
-)
-SPEEDTEST_FAILURES = (
-    "server unreachable",
-    "test service refused",
-    "rate limited",
-    "timeout",
-)
-
-
-def speed_test(
-    pc: SimPC, rng: random.Random, moment: Moment, link_mbps: float, agent_version: str
-) -> dict[str, Any]:
-    """One speed test at ``moment``: a measurement, or a failure with a reason."""
-    backend = "collector" if rng.random() < 0.15 else "speedtest-net"
-    duration = round(rng.uniform(14.0, 24.0), 1)
-    started = moment.at - timedelta(seconds=duration)
-    result = {
-        "run": moment.run,
-        "seq": pc.next_seq(),
-        "wall_time": wire_time(pc_clock(pc, moment.at)),
-        "monotonic": round((moment.at - moment.boot_time).total_seconds(), 3),
-        "boot_id": moment.boot_id,
-        "backend": backend,
-        "tool": "speedtest-cli" if backend == "speedtest-net" else "schoolmon",
-        "tool_version": "2.1.3" if backend == "speedtest-net" else agent_version,
-        "started_at": wire_time(pc_clock(pc, started)),
-        "duration_seconds": duration,
-        "flags": [],
-    }
-    failed = not moment.link_up or rng.random() < 0.05
-    figures = (
-        _failed_figures(rng, moment) if failed else _figures(rng, link_mbps, backend)
-    )
-    return {**result, **figures}
-
-
-def _figures(rng: random.Random, link_mbps: float, backend: str) -> dict[str, Any]:
-    download = link_mbps * rng.uniform(0.7, 1.05) * 125_000
-    upload = download * rng.uniform(0.3, 0.9)
-    if rng.random() < 0.02:
-        upload = download * 10  # a broken server: kept, flagged by the collector
-    latency = rng.uniform(0.005, 0.06) * (5 if link_mbps < 10 else 1)
-    server = rng.choice(SPEEDTEST_SERVERS) if backend == "speedtest-net" else None
-    return {
-        "ok": True,
-        "reason": None,
-        "server": dict(server) if server else None,
-        "download_bytes_per_second": round(download, 1),
-        "upload_bytes_per_second": round(upload, 1),
-        "latency_seconds": round(latency, 4),
-        "jitter_seconds": round(latency * rng.uniform(0.05, 0.4), 4),
-        "bytes_used": int((download + upload) * 10),
-        "streams": 4 if backend == "speedtest-net" else 1,
-    }
-
-
-def _failed_figures(rng: random.Random, moment: Moment) -> dict[str, Any]:
-    reason = (
-        "server unreachable" if not moment.link_up else rng.choice(SPEEDTEST_FAILURES)
-    )
-    return {
-        "ok": False,
-        "reason": reason,
-        "server": None,
-        "download_bytes_per_second": None,
-        "upload_bytes_per_second": None,
-        "latency_seconds": None,
-        "jitter_seconds": None,
-        "bytes_used": None,
-        "streams": None,
-    }
-
-
-def health(pc: SimPC, at: datetime, outbox_items: int) -> dict[str, Any]:
-    """The agent health section of a report sent at ``at``."""
-    started = pc.boot_time + timedelta(seconds=45)
-    return {
-        "started_at": wire_time(pc_clock(pc, started)),
-        "uptime_seconds": max(int((at - started).total_seconds()), 0),
-        "outbox_items": outbox_items,
-        "outbox_bytes": outbox_items * 310,
-        "dropped_total": {"probes": 0},
-        "undelivered_lost": 3 if pc.state_restored else 0,
-        "state_restored": pc.state_restored,
-        "set_aside_total": 0,
-        "last_error": None,
-    }
-
-
 # Report bodies -----------------------------------------------------------------
 
 
@@ -1529,39 +546,6 @@ class PreparedReport:
     credential_keys: tuple[str, ...]
     body: bytes
     items: int
-
-
-def report_document(
-    pc: SimPC,
-    sent_at: datetime,
-    *,
-    inventory: dict[str, Any] | None,
-    probes: list[dict[str, Any]],
-    speedtests: list[dict[str, Any]],
-    agent_version: str,
-) -> dict[str, Any]:
-    """A report as design.md's wire format, sent by ``pc`` at the true ``sent_at``."""
-    identity = compute_identity(pc.sections)
-    return {
-        "schema": 1,
-        "agent_version": agent_version,
-        "sent_at": wire_time(pc_clock(pc, sent_at)),
-        "sent_monotonic": round((sent_at - pc.boot_time).total_seconds(), 3),
-        "boot_id": pc.boot_id,
-        "identity": identity,
-        "inventory": inventory,
-        "probes": probes,
-        "speedtests": speedtests,
-        "health": health(pc, sent_at, len(probes) + len(speedtests)),
-    }
-
-
-def encode_body(document: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, gzip-compressed with a fixed header (byte-stable)."""
-    raw = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8"
-    )
-    return gzip.compress(raw, compresslevel=6, mtime=0)
 
 
 def _credential_keys(pc: SimPC) -> tuple[str, ...]:
@@ -1720,7 +704,7 @@ def _history_day(
     on_at = windows[0][0] + timedelta(minutes=rng.randint(0, 15))
     run_id = f"{rng.getrandbits(32):08x}"
     boot = Moment(
-        on_at, on_at - timedelta(seconds=90), _uuid(rng), run_id, 0, True, sim.slow
+        on_at, on_at - timedelta(seconds=90), new_uuid(rng), run_id, 0, True, sim.slow
     )
     saturday = windows[0][0].astimezone(SESSION_ZONE).weekday() == 5
     test_at = windows[0][0] + timedelta(hours=3, minutes=rng.randint(0, 20))
@@ -1953,16 +937,6 @@ def token_for(tokens: Mapping[str, str], code: str, role: str) -> str | None:
     return tokens.get(f"{code}:{role}") or tokens.get(code)
 
 
-def enroll_body(pc: SimPC, token: str, agent_version: str) -> dict[str, Any]:
-    """The ``POST /api/v1/enroll`` document of ``pc``."""
-    return {
-        "token": token,
-        "hostname": pc.hostname,
-        "identity": compute_identity(pc.sections),
-        "agent_version": agent_version,
-    }
-
-
 def enroll_devices(
     collector: Collector,
     district: District,
@@ -2141,24 +1115,19 @@ def run(
     district = build_district(schools, options, clock())
     session = _Session(collector, district, tokens, Credentials(), options, on_phase)
 
-    session.record(enroll_devices(*session.enroll_args()))
+    session.enroll()
     if options.days_history:
-        history = prepare_history(district, options, clock())
-        session.record(session.send(history, "history"))
+        session.send(prepare_history(district, options, clock()), "history")
     for cycle in range(options.cycles):
         if cycle:
             sleep(options.interval_seconds)
         _live_cycle(session, cycle, clock())
-
-    phases = session.phases
-    enrolled = sum(p.succeeded for p in phases if p.name.startswith("enroll"))
-    elapsed = time.perf_counter() - started
-    return Summary(phases, enrolled, elapsed, district.scenario_devices)
+    return session.summary(time.perf_counter() - started)
 
 
 @dataclass
 class _Session:
-    """What the phases of one run share."""
+    """What the phases of one run share; each phase is recorded as it ends."""
 
     collector: Collector
     district: District
@@ -2173,20 +1142,31 @@ class _Session:
         if self.on_phase is not None:
             self.on_phase(phase)
 
-    def enroll_args(self) -> tuple:
-        return (
-            self.collector,
-            self.district,
-            self.tokens,
-            self.credentials,
-            self.options,
+    def enroll(self, moved: bool = False) -> None:
+        self.record(
+            enroll_devices(
+                self.collector,
+                self.district,
+                self.tokens,
+                self.credentials,
+                self.options,
+                moved=moved,
+            )
         )
 
-    def send(self, reports: Iterable[PreparedReport], name: str) -> PhaseSummary:
+    def send(self, reports: Iterable[PreparedReport], name: str) -> None:
         workers = self.options.workers
-        return send_reports(
-            self.collector, reports, self.credentials, name, workers, self.district
+        self.record(
+            send_reports(
+                self.collector, reports, self.credentials, name, workers, self.district
+            )
         )
+
+    def summary(self, elapsed_seconds: float) -> Summary:
+        enrollments = [p for p in self.phases if p.name.startswith("enroll")]
+        enrolled = sum(p.succeeded for p in enrollments)
+        devices = self.district.scenario_devices
+        return Summary(self.phases, enrolled, elapsed_seconds, devices)
 
 
 def _live_cycle(session: _Session, cycle: int, at: datetime) -> None:
@@ -2194,72 +1174,78 @@ def _live_cycle(session: _Session, cycle: int, at: datetime) -> None:
     options, district = session.options, session.district
     last = cycle == options.cycles - 1
     if last and district.scenario_devices.get("move"):
-        session.record(enroll_devices(*session.enroll_args(), moved=True))
+        session.enroll(moved=True)
     reports = prepare_cycle(district, cycle, at, options)
-    session.record(session.send(reports, f"cycle {cycle + 1}/{options.cycles}"))
+    session.send(reports, f"cycle {cycle + 1}/{options.cycles}")
 
 
 # Tokens ------------------------------------------------------------------------
 
 
-def server_command() -> list[str]:
-    """How to run ``schoolmon-server``: the installed script, else the module."""
-    script = shutil.which("schoolmon-server")
-    return [script] if script else [sys.executable, "-m", "schoolmon.server"]
-
-
 def tokens_from_db(
-    db: str,
+    db: str | Path,
     schools: Sequence[School],
-    command: Sequence[str] | None = None,
-    workers: int = 4,
+    clock: Callable[[], datetime] = utcnow,
 ) -> dict[str, str]:
-    """Tokens per ``CODE:ROLE`` from ``schoolmon-server schools token --db DB``.
+    """New enrollment tokens per ``CODE:ROLE``, created in the collector's database.
 
-    A school the command refuses is logged and left out; a command that cannot be
-    run at all is a ``SimulationError``.
+    The tokens are made as ``schoolmon-server schools token`` makes them (a random
+    secret stored as its hash), all in one write transaction, so a collector may
+    keep serving the same SQLite file meanwhile. A school the registry does not hold
+    as active gets no token and a warning.
     """
-    command = list(command or server_command())
-    jobs = [(s.code, role) for s in schools for role in _school_roles(s)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda job: _token(command, db, *job), jobs)
-        return {
-            f"{code}:{role}": token
-            for (code, role), token in zip(jobs, results, strict=True)
-            if token
-        }
+    if "://" not in str(db) and not Path(db).is_file():
+        raise SimulationError(
+            f"database {str(db)!r} does not exist; give the collector's SQLite file "
+            "(its registry imported with 'schoolmon-server schools import')"
+        )
+    try:
+        storage = Storage(db)
+    except StorageError as exc:
+        raise SimulationError(str(exc)) from exc
+    try:
+        return _create_tokens(storage, schools, clock())
+    except sqlite3.Error as exc:
+        raise SimulationError(f"database {str(db)!r}: {exc}") from exc
+    finally:
+        storage.close()
+
+
+def _create_tokens(
+    storage: Storage, schools: Sequence[School], now: datetime
+) -> dict[str, str]:
+    tokens = {}
+    with storage.transaction():
+        active = {row["code"] for row in storage.schools(active_only=True)}
+        for school in schools:
+            if school.code not in active:
+                logger.warning(
+                    "no token for school %s: not an active school of the registry",
+                    school.code,
+                )
+                continue
+            for role in _school_roles(school):
+                token = new_secret()
+                storage.add_enrollment_token(hash_secret(token), school.code, role, now)
+                tokens[f"{school.code}:{role}"] = token
+    logger.info("%d enrollment tokens created in %s", len(tokens), storage.path)
+    return tokens
 
 
 def _school_roles(school: School) -> tuple[str, ...]:
     return ("office", "teacher") if school.level == "preschool" else ("lab", "office")
 
 
-def _token(command: list[str], db: str, code: str, role: str) -> str | None:
-    argv = [*command, "schools", "token", code, "--role", role, "--db", db]
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, check=True
-        )
-    except FileNotFoundError as exc:
-        raise SimulationError(f"cannot run {command[0]}: {exc}") from exc
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        detail = (getattr(exc, "stderr", None) or "").strip().splitlines()
-        logger.warning(
-            "no %s token for school %s: %s", role, code, detail[-1] if detail else exc
-        )
-        return None
-    token = done.stdout.strip()
-    return token or None
-
-
 # Command line ------------------------------------------------------------------
+
+PROG = "python -m schoolmon.server.simulate"
 
 
 def parse_token(text: str) -> tuple[str, str]:
     """Parse ``CODE=TOKEN`` or ``CODE:ROLE=TOKEN``."""
     key, sep, token = text.partition("=")
     if not sep or not key.strip() or not token.strip():
-        raise argparse.ArgumentTypeError(
+        raise SimulationError(
             f"--token expects CODE=TOKEN or CODE:ROLE=TOKEN, got {text!r}"
         )
     return key.strip(), token.strip()
@@ -2270,105 +1256,140 @@ def parse_scenarios(text: str) -> frozenset[str]:
     names = frozenset(n.strip() for n in text.split(",") if n.strip())
     unknown = sorted(names - set(SCENARIOS))
     if unknown:
-        raise argparse.ArgumentTypeError(
+        raise SimulationError(
             f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
         )
     return names
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m schoolmon.server.simulate",
-        description="Simulate a district of school PCs reporting to a collector.",
-    )
-    parser.add_argument("--url", required=True, help="collector base URL")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--tokens-from-db",
-        metavar="DB",
-        help="get tokens with schoolmon-server --db DB",
-    )
-    source.add_argument(
-        "--token", action="append", type=parse_token, metavar="CODE=TOKEN"
-    )
-    parser.add_argument(
-        "--registry", type=Path, help="school registry CSV (default: sample registry)"
-    )
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--schools", type=int)
-    parser.add_argument("--pcs-per-school", type=int)
-    parser.add_argument("--days-history", type=int, default=0)
-    parser.add_argument("--cycles", type=int, default=1)
-    parser.add_argument(
-        "--interval", type=float, default=0.0, help="seconds between cycles"
-    )
-    parser.add_argument("--offline-share", type=float, default=0.05)
-    parser.add_argument("--slow-share", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--scenario", type=parse_scenarios, default=frozenset())
-    parser.add_argument("--timeout", type=float, default=10.0)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    return parser
+def _say(line: str, err: bool = False) -> None:
+    """The one place the command line writes for humans."""
+    click.echo(line, err=err)
 
 
-def _options(args: argparse.Namespace) -> SimOptions:
+def _parsed(parse: Callable[[str], Any]) -> Callable[..., Any]:
+    """A click callback applying ``parse`` to an option's value(s)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            if isinstance(value, tuple):
+                return tuple(parse(item) for item in value)
+            return parse(value)
+        except SimulationError as exc:
+            raise click.BadParameter(str(exc)) from exc
+
+    return callback
+
+
+@click.command(
+    "simulate",
+    help="Simulate a district of school PCs enrolling and reporting to a collector.",
+)
+@click.option("--url", required=True, help="Collector base URL.")
+@click.option(
+    "--tokens-from-db",
+    "db",
+    metavar="DB",
+    help="Create tokens in the collector's SQLite file DB.",
+)
+@click.option(
+    "--token",
+    "token_pairs",
+    multiple=True,
+    callback=_parsed(parse_token),
+    metavar="CODE[:ROLE]=TOKEN",
+    help="An enrollment token (repeatable), instead of --tokens-from-db.",
+)
+@click.option(
+    "--registry",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="School registry CSV (default: the sample registry).",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--schools", type=int, help="Simulate only the first N schools.")
+@click.option("--pcs-per-school", type=int)
+@click.option("--days-history", type=int, default=0, show_default=True)
+@click.option("--cycles", type=int, default=1, show_default=True)
+@click.option(
+    "--interval", type=float, default=0.0, help="Seconds between live cycles."
+)
+@click.option("--offline-share", type=float, default=0.05, show_default=True)
+@click.option("--slow-share", type=float, default=0.1, show_default=True)
+@click.option("--workers", type=int, default=8, show_default=True)
+@click.option(
+    "--scenario",
+    "scenarios",
+    default="",
+    callback=_parsed(parse_scenarios),
+    help=f"Comma-separated scenarios: {', '.join(SCENARIOS)}.",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log detail (DEBUG).")
+def simulate_command(**params: Any) -> None:
+    if bool(params["db"]) == bool(params["token_pairs"]):
+        raise click.UsageError("give either --tokens-from-db DB or --token CODE=TOKEN")
+    click.get_current_context().exit(_simulate(params))
+
+
+def _simulate(params: Mapping[str, Any]) -> int:
+    level = logging.DEBUG if params["verbose"] else logging.WARNING
+    logging.basicConfig(level=level)
+    try:
+        options = _options(params)
+        started = time.perf_counter()
+        tokens, schools = _cli_tokens(params, options)
+    except SimulationError as exc:
+        _say(f"simulate: {exc}", err=True)
+        return 2
+    fetched = time.perf_counter() - started
+    _say(f"tokens: {len(tokens)} for {len(schools)} schools in {fetched:.2f} s")
+
+    summary = run(params["url"], tokens, options, schools=schools, on_phase=_say_phase)
+    _say(summary.line())
+    for name, devices in sorted(summary.scenario_devices.items()):
+        _say(f"scenario {name}: {', '.join(devices) or 'no suitable device'}")
+    return 0 if summary.reports_accepted else 1
+
+
+def _say_phase(phase: PhaseSummary) -> None:
+    _say(phase.line())
+
+
+def _options(params: Mapping[str, Any]) -> SimOptions:
     return SimOptions(
-        seed=args.seed,
-        schools=args.schools,
-        pcs_per_school=args.pcs_per_school,
-        days_history=args.days_history,
-        cycles=args.cycles,
-        interval_seconds=args.interval,
-        offline_share=args.offline_share,
-        slow_share=args.slow_share,
-        workers=args.workers,
-        scenarios=args.scenario,
-        timeout_seconds=args.timeout,
+        seed=params["seed"],
+        schools=params["schools"],
+        pcs_per_school=params["pcs_per_school"],
+        days_history=params["days_history"],
+        cycles=params["cycles"],
+        interval_seconds=params["interval"],
+        offline_share=params["offline_share"],
+        slow_share=params["slow_share"],
+        workers=params["workers"],
+        scenarios=params["scenarios"],
+        timeout_seconds=params["timeout"],
     )
 
 
 def _cli_tokens(
-    args: argparse.Namespace, options: SimOptions
+    params: Mapping[str, Any], options: SimOptions
 ) -> tuple[dict[str, str], list[School]]:
-    if args.token:
-        tokens = dict(args.token)
-        return tokens, resolve_schools(tokens, options, args.registry)
-    path = args.registry or DEFAULT_REGISTRY
-    if not path.exists():
-        raise SimulationError(
-            f"--tokens-from-db needs the school codes: registry {path} does not exist "
-            "(give --registry CSV)"
-        )
+    if params["token_pairs"]:
+        tokens = dict(params["token_pairs"])
+        return tokens, resolve_schools(tokens, options, params["registry"])
+    path = params["registry"] or DEFAULT_REGISTRY
     schools = sorted(load_registry(path), key=lambda s: s.code)[: options.schools]
-    return tokens_from_db(
-        args.tokens_from_db, schools, workers=options.workers
-    ), schools
+    return tokens_from_db(params["db"], schools), schools
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: simulate, print one line per phase and a final summary."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    """Run the command line on ``argv`` (default: ``sys.argv``); return its status."""
+    args = list(argv) if argv is not None else None
     try:
-        options = _options(args)
-        fetch_started = time.perf_counter()
-        tokens, schools = _cli_tokens(args, options)
-    except SimulationError as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
-    fetched = time.perf_counter() - fetch_started
-    print(f"tokens: {len(tokens)} for {len(schools)} schools in {fetched:.2f} s")
-    summary = run(
-        args.url,
-        tokens,
-        options,
-        schools=schools,
-        on_phase=lambda p: print(p.line(), flush=True),
-    )
-    print(summary.line())
-    for name, devices in sorted(summary.scenario_devices.items()):
-        print(f"scenario {name}: {', '.join(devices) or 'no suitable device'}")
-    return 0 if summary.reports_accepted else 1
+        simulate_command.main(args=args, prog_name=PROG, standalone_mode=True)
+    except SystemExit as done:  # click ends every standalone run this way
+        return done.code if isinstance(done.code, int) else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ built around them, and that app served by uvicorn on a loopback port."""
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,3 +103,36 @@ def http(collector_url: str) -> Iterator[Any]:
 
     with httpx.Client(base_url=collector_url, timeout=10) as client:
         yield client
+
+
+# No test may reach beyond this machine: there is no Internet here, and traffic to
+# any address but loopback and the test namespaces' own hosts is a defect. This guard
+# makes an accidental attempt fail loudly in-process instead of leaking a DNS query
+# or a connection (subprocesses are configured with local targets only).
+_ALLOWED_NETS = ("127.", "::1", "10.231.", "localhost")
+
+
+def _allowed(host: object) -> bool:
+    if host is None:
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    return text == "" or text.startswith(_ALLOWED_NETS)
+
+
+@pytest.fixture(autouse=True)
+def _no_traffic_beyond_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _allowed(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"test guard: {host!r} is off")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if isinstance(address, tuple) and not _allowed(address[0]):
+            raise ConnectionRefusedError(f"test guard: {address[0]!r} is off")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -63,7 +62,8 @@ def test_registry_saved_by_excel_with_bom_and_semicolons_is_read_whole() -> None
 def test_registry_row_with_unknown_level_is_refused_with_its_line(
     tmp_path: Path,
 ) -> None:
-    """An unknown level names the file line, the value and the accepted levels."""
+    """The collector's registry reader refuses an unknown level, naming the line,
+    the value and the accepted levels."""
     path = tmp_path / "bad.csv"
     path.write_text("code,name,level,commune\nC03,Mầm non,kindergarden,X\n")
 
@@ -71,8 +71,9 @@ def test_registry_row_with_unknown_level_is_refused_with_its_line(
         sim.load_registry(path)
 
     assert str(error.value) == (
-        f"{path} line 2: needs a code and a level (preschool, primary, "
-        "lower_secondary, upper_secondary, other), got code 'C03' level 'kindergarden'"
+        f"{path} line 2, column level: 'kindergarden' is not a school level; "
+        "accepted: preschool, primary, lower_secondary, upper_secondary, other "
+        "(or mầm non, tiểu học, THCS, THPT)"
     )
 
 
@@ -451,23 +452,16 @@ def test_unreachable_collector_is_counted_not_fatal() -> None:
 
 
 def test_run_against_the_real_collector_stores_every_sample(
-    collector_url: str, registered: Any, clock: Any
+    collector_url: str, registered: Any, db_path: Path, clock: Any
 ) -> None:
-    """Enrollment and reports through the real app: all accepted, none duplicate."""
-    from schoolmon.server.auth import hash_secret
-
-    tokens = {}
-    pairs = [("C01", "lab"), ("C01", "office"), ("C02", "lab"), ("C02", "office")]
-    for code, role in [*pairs, ("C03", "office"), ("C03", "teacher")]:
-        tokens[f"{code}:{role}"] = f"token-{code}-{role}"
-        registered.add_enrollment_token(
-            hash_secret(tokens[f"{code}:{role}"]), code, role, clock()
-        )
+    """Tokens created in the served database, enrollment and reports through the
+    real app: all accepted, none duplicate."""
     schools = [
         School("C01", "primary", 420, 50.0, None, True),
         School("C02", "lower_secondary", 600, 80.0, 20, True),
         School("C03", "preschool", 150, 30.0, None, None),
     ]
+    tokens = sim.tokens_from_db(db_path, schools, clock=clock)
     options = SimOptions(
         pcs_per_school=3, days_history=1, cycles=2, offline_share=0, slow_share=0
     )
@@ -492,22 +486,48 @@ def test_run_against_the_real_collector_stores_every_sample(
 # Tokens and command line -----------------------------------------------------------
 
 
-def test_tokens_from_db_come_from_schoolmon_server_per_school_and_role(
-    db_path: Path, registered: Any
+def test_tokens_from_db_are_created_in_process_in_one_go_per_school_and_role(
+    db_path: Path, registered: Any, clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One token per school and role from the real command; unknown schools are
-    left out with a warning."""
-    schools = [
-        School("C01", "primary"),
-        School("C03", "preschool"),
-        School("C09", "primary"),
+    """While the collector holds the database, each active school gets one stored
+    token per role; inactive and unknown schools get none and a warning."""
+    from schoolmon.server.auth import hash_secret
+    from tests.conftest import SMALL_REGISTRY
+
+    registered.import_schools([SMALL_REGISTRY[0], SMALL_REGISTRY[2]], clock())
+    schools = [School(code, level) for code, level in
+               [("C01", "primary"), ("C02", "lower_secondary"),
+                ("C03", "preschool"), ("C09", "primary")]]  # fmt: skip
+
+    tokens = sim.tokens_from_db(str(db_path), schools, clock=clock)
+
+    stored = {key: registered.enrollment_token(hash_secret(t)) for key, t in tokens.items()}
+    assert stored == {
+        key: {"hash": hash_secret(tokens[key]), "school": key[:3], "role": key[4:],
+              "created_at": clock(), "revoked_at": None}
+        for key in ("C01:lab", "C01:office", "C03:office", "C03:teacher")
+    }  # fmt: skip
+    assert {len(token) for token in tokens.values()} == {43}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "no token for school C02: not an active school of the registry",
+        "no token for school C09: not an active school of the registry",
     ]
-    command = [sys.executable, "-m", "schoolmon.server"]
 
-    tokens = sim.tokens_from_db(str(db_path), schools, command=command, workers=2)
 
-    assert sorted(tokens) == ["C01:lab", "C01:office", "C03:office", "C03:teacher"]
-    assert all(len(token) >= 40 for token in tokens.values())
+def test_tokens_from_a_missing_database_are_refused_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """A database file that does not exist is an error, not a new empty database."""
+    path = tmp_path / "nowhere.sqlite3"
+
+    with pytest.raises(SimulationError) as error:
+        sim.tokens_from_db(path, [School("C01", "primary")])
+
+    assert str(error.value) == (
+        f"database {str(path)!r} does not exist; give the collector's SQLite file "
+        "(its registry imported with 'schoolmon-server schools import')"
+    )
+    assert not path.exists()
 
 
 def test_command_line_prints_one_line_per_phase_and_a_summary(

@@ -57,10 +57,14 @@ def collector_in_thread(app: Any) -> Iterator[str]:
 
 @contextlib.contextmanager
 def collector_process(
-    db: str | Path, config: str | Path | None = None, env: dict[str, str] | None = None
+    db: str | Path,
+    config: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run ``python -m schoolmon.server serve`` on a free port; yield (URL, process)."""
-    port = free_port()
+    """Run ``python -m schoolmon.server serve`` on ``port`` (default: a free one);
+    yield (URL, process)."""
+    port = port or free_port()
     command = [sys.executable, "-m", "schoolmon.server", "serve", "--db", str(db)]
     command += ["--host", HOST, "--port", str(port)]
     if config is not None:
