@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -102,6 +104,11 @@ class Server:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU the server has used so far."""
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
+
     def log_tail(self, lines: int = 5) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
@@ -175,6 +182,26 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         yield Path(name)
 
 
+@contextlib.contextmanager
+def profiled(pid: int, output: Path | None) -> Iterator[None]:
+    """Sample ``pid`` with py-spy into ``output`` (collapsed stacks) while inside."""
+    if output is None:
+        yield
+        return
+    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--gil"]
+    argv += ["--format", "raw", "--nonblocking", "--output", str(output)]
+    try:
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except FileNotFoundError as error:
+        raise BenchError("--profile needs py-spy: pip install py-spy") from error
+    try:
+        time.sleep(0.5)  # py-spy attaches before the load starts
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
 # Load generator -----------------------------------------------------------------------
 
 
@@ -202,6 +229,7 @@ class LoadResult:
     answers: list[bytes] = field(default_factory=list)
     elapsed: float = 0.0
     cpu_seconds: float = 0.0
+    server_cpu: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -217,8 +245,15 @@ class LoadResult:
         """Share of one core the generator itself used during the phase."""
         return self.cpu_seconds / self.elapsed if self.elapsed else 0.0
 
-    def ok(self) -> int:
-        return self.statuses.get(200, 0)
+    @property
+    def server_ms_per_request(self) -> float:
+        """Server CPU milliseconds per answered request."""
+        return 1000 * self.server_cpu / self.done if self.done else 0.0
+
+    @property
+    def server_load(self) -> float:
+        """Share of its core the server used during the phase."""
+        return self.server_cpu / self.elapsed if self.elapsed else 0.0
 
     def accepted(self, kind: str) -> int:
         """Sum of ``accepted[kind]`` over the JSON answers kept."""

@@ -8,6 +8,7 @@ for a request that is refused.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -25,8 +26,18 @@ from pydantic import BaseModel, ValidationError
 from schoolmon.server.auth import bearer_secret, hash_secret, matches
 from schoolmon.server.clock import Clock, to_wire, utcnow
 from schoolmon.server.config import Config
-from schoolmon.server.figures import figures_for, school_figures
-from schoolmon.server.ingest import enroll_device, ingest_report
+from schoolmon.server.figures import (
+    SchoolFigures,
+    detail_json,
+    device_figures,
+    figures_for,
+    outage_json,
+    school_figures,
+    summary_json,
+    thresholds,
+    window_json,
+)
+from schoolmon.server.ingest import enroll_device, ingest_report, mend_legacy_report
 from schoolmon.server.metrics import new_registry, render
 from schoolmon.server.schemas import (
     EnrollAnswer,
@@ -34,6 +45,7 @@ from schoolmon.server.schemas import (
     Report,
     ReportAnswer,
 )
+from schoolmon.server.speedtest import build_router
 from schoolmon.server.storage import Storage
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -90,6 +102,7 @@ def create_app(
     app.add_middleware(RequestCounter, pending=app.state.requests)
     _add_agent_routes(app)
     _add_read_routes(app)
+    app.include_router(build_router(functools.partial(_device_for, storage)))
     return app
 
 
@@ -233,7 +246,7 @@ def _add_agent_routes(app: FastAPI) -> None:
                 _authenticate, state.storage, request.headers.get("authorization")
             )
             data = await read_json(request, state.config.server.max_body_bytes)
-            report = _validate(Report, data)
+            report = _validate(Report, mend_legacy_report(data))
             answer = await run_in_threadpool(_ingest, state, device, report)
         except ApiError:
             await run_in_threadpool(_count_rejected, state.storage)
@@ -322,7 +335,7 @@ def _ingest(state: Any, device: dict[str, Any], report: Report) -> ReportAnswer:
         )
     result = ingest_report(state.storage, device, report, state.clock(), state.config)
     return ReportAnswer(
-        device_id=device["id"],
+        device_id=result.device_id,
         accepted=result.accepted,
         duplicates=result.duplicates,
         next_report_in_seconds=_next_report_in(state.config, state.rng),
@@ -349,17 +362,14 @@ def _add_read_routes(app: FastAPI) -> None:
     @app.get("/api/v1/schools")
     def schools() -> dict[str, Any]:
         figures = school_figures(state.storage, state.config, state.clock())
-        return {
-            "schools": [_school_json(f.info, f.as_json()) for f in figures.values()]
-        }
+        rows = [_school_json(f.info, summary_json(f)) for f in figures.values()]
+        return {"schools": rows}
 
     @app.get("/api/v1/schools/{code}")
     def school(code: str) -> dict[str, Any]:
-        row = _known_school(state.storage, code)
-        figures = figures_for(
-            row, state.storage.devices(code), state.storage, state.config, state.clock()
-        )
-        return _school_json(row, figures.as_json())
+        figures = _figures_of(state, code)
+        body = _school_json(figures.info, detail_json(figures))
+        return body | {"thresholds": thresholds(state.config)}
 
     @app.get("/api/v1/schools/{code}/devices")
     def school_devices(code: str) -> dict[str, Any]:
@@ -369,27 +379,44 @@ def _add_read_routes(app: FastAPI) -> None:
 
     @app.get("/api/v1/schools/{code}/outages")
     def school_outages(code: str) -> dict[str, Any]:
-        _known_school(state.storage, code)
-        now = state.clock()
-        start = now - state.config.policy.uptime_window
+        uptime = _figures_of(state, code).uptime
         return {
             "school": code,
-            "window": {"start": to_wire(start), "end": to_wire(now)},
-            "outages": [],
-            "computed": False,
+            "window": window_json(uptime),
+            "session_seconds": uptime.session_seconds,
+            "down_seconds": uptime.down_seconds,
+            "no_device_seconds": uptime.no_device_seconds,
+            "outages": [outage_json(outage) for outage in uptime.outages],
         }
 
     @app.get("/api/v1/devices/{device_id}")
     def device(device_id: str) -> dict[str, Any]:
         row = _known_device(state.storage, device_id)
         inventory = state.storage.inventory(device_id)
-        return _device_json(row) | {"inventory": _jsonable(inventory)}
+        compliance = device_figures(state.storage, state.config, state.clock(), row)
+        body = _device_json(row) | {"inventory": _jsonable(inventory)}
+        return body | {"compliance": compliance}
 
     @app.get("/api/v1/devices/{device_id}/events")
     def device_events(device_id: str) -> dict[str, Any]:
         _known_device(state.storage, device_id)
         events = state.storage.asset_events(device_id)
         return {"device": device_id, "events": [_jsonable(e) for e in events]}
+
+
+def _figures_of(state: Any, code: str) -> SchoolFigures:
+    figures = figures_for(state.storage, state.config, state.clock(), code)
+    if figures is None:
+        raise ApiError(404, "unknown_school", f"school {code!r} is not in the registry")
+    return figures
+
+
+def _device_for(storage: Storage, credential: str) -> dict[str, Any] | None:
+    """The device a speed-test credential belongs to, by the reports route's check."""
+    try:
+        return _authenticate(storage, f"Bearer {credential}")
+    except ApiError:
+        return None
 
 
 def _known_school(storage: Storage, code: str) -> dict[str, Any]:

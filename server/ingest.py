@@ -1,8 +1,11 @@
 """What the collector does with an enrollment and with a report.
 
-``enroll_device`` and ``ingest_report`` are the two seams where identity, asset events
-and speed-test scheduling plug in: everything a report changes goes through
-``ingest_report`` in one transaction, committed before the collector answers.
+``enroll_device`` and ``ingest_report`` are where the pure logic meets the database:
+identity (``identity.identify``) decides which device speaks, asset history
+(``assets``) turns inventories into events, ``clocks.place`` puts samples in
+collector time, ``speedtest.plausibility_flags`` marks impossible results and
+``scheduling`` hands out speed tests. Everything one report changes happens in one
+transaction, committed before the collector answers.
 """
 
 from __future__ import annotations
@@ -11,31 +14,56 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from schoolmon.server import clocks
+from schoolmon.server.assets import (
+    AssetEvent,
+    diff_inventories,
+    merge_sections,
+    needs_full_inventory,
+    renamed,
+)
 from schoolmon.server.auth import hash_secret, new_device_id, new_secret
 from schoolmon.server.config import Config
+from schoolmon.server.identity import Decision, KnownDevice, Signals, identify
+from schoolmon.server.scheduling import (
+    ReportingDevice,
+    SlotState,
+    SpeedtestPolicy,
+    SpeedtestResult,
+    decide_atomically,
+    record_result_atomically,
+)
 from schoolmon.server.schemas import (
     EnrollRequest,
     Inventory,
     ProbeSample,
     Report,
-    Section,
     Speedtest,
 )
+from schoolmon.server.sessions import school_zone, session_intervals
+from schoolmon.server.speedtest import MAX_LATENCY_SECONDS, plausibility_flags
 from schoolmon.server.storage import Storage
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("probes", "speedtests", "inventory")
 COUNTER_KIND = {"probes": "probe", "speedtests": "speedtest", "inventory": "inventory"}
+IDENTITY_SECTIONS = ("system", "network", "disks")
+# Flag on a speed test an old agent sent as a success with zero throughput.
+ZERO_FIGURES_FLAG = "zero_figures_from_agent"
 
 
 @dataclass
 class IngestResult:
-    """What one report added, what was already stored, and what the agent should do."""
+    """What one report added, what was already stored, and what the agent should do.
 
+    ``device_id`` is the device the report was stored under (a cloned PC gets its own).
+    """
+
+    device_id: str | None = None
     accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     duplicates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     instructions: list[dict[str, Any]] = field(default_factory=list)
@@ -47,10 +75,14 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class Enrollment:
-    """A new device and the credential it will use (shown once, stored hashed)."""
+    """The enrolled device (new or recognised) and its credential (shown once)."""
 
     device: dict[str, Any]
     credential: str
+    outcome: str
+
+
+# Enrollment ---------------------------------------------------------------------------
 
 
 def enroll_device(
@@ -59,28 +91,65 @@ def enroll_device(
     request: EnrollRequest,
     now: datetime,
 ) -> Enrollment:
-    """Create a device for the school and role of an enrollment ``token`` row."""
+    """Enroll a PC for the school and role of an enrollment ``token`` row.
+
+    A PC the collector already knows by its hardware (reinstalled, restored from an
+    image, moved from another school) keeps its device id and gets a new credential;
+    the old one stops working. Identical hostnames alone never merge two PCs.
+    """
+    incoming = Signals.from_wire(request.identity.model_dump(mode="json"))
     credential = new_secret()
-    identity = request.identity.model_dump(mode="json")
-    device = {
-        "id": new_device_id(),
+    values = _enrollment_values(token, request, incoming, credential)
+    with storage.transaction():
+        decision = identify(
+            incoming, school=token["school"], candidates=known_devices(storage)
+        )
+        if decision.device_id is None:
+            device_id = new_device_id()
+            storage.add_device(values | {"id": device_id, "enrolled_at": now})
+        else:
+            device_id = decision.device_id
+            storage.update_device(device_id, **values)
+            _store_decision_events(storage, decision, None, now)
+        device = storage.device(device_id)
+
+    logger.info(
+        "device %s enrolled for school %s as %s (%s, %s)",
+        device_id, device["school"], device["role"], device["hostname"],
+        decision.outcome,
+    )  # fmt: skip
+    return Enrollment(device, credential, decision.outcome)
+
+
+def _enrollment_values(
+    token: dict[str, Any], request: EnrollRequest, incoming: Signals, credential: str
+) -> dict[str, Any]:
+    return {
         "school": token["school"],
         "role": token["role"],
-        "hostname": request.hostname or identity.get("hostname"),
-        "identity": identity,
+        "hostname": request.hostname or incoming.hostname,
+        "identity": incoming.to_wire(),
         "credential_hash": hash_secret(credential),
-        "enrolled_at": now,
+        "credential_revoked_at": None,
         "agent_version": request.agent_version,
     }
-    storage.add_device(device)
-    logger.info(
-        "device %s enrolled for school %s as %s (%s)",
-        device["id"],
-        device["school"],
-        device["role"],
-        device["hostname"],
+
+
+def known_devices(storage: Storage) -> list[KnownDevice]:
+    """Every stored device as identity sees it."""
+    return [_known(row) for row in storage.device_identities()]
+
+
+def _known(row: dict[str, Any]) -> KnownDevice:
+    return KnownDevice(
+        row["id"],
+        row["school"],
+        Signals.from_wire(row["identity"]),
+        bool(row.get("conflict_reported")),
     )
-    return Enrollment(storage.device(device["id"]) or device, credential)
+
+
+# Reports ------------------------------------------------------------------------------
 
 
 def ingest_report(
@@ -90,81 +159,30 @@ def ingest_report(
     received_at: datetime,
     config: Config,
 ) -> IngestResult:
-    """Store a report of ``device`` exactly once; return what was new."""
-    skew = (report.sent_at - received_at).total_seconds()
-    probes = [_probe_row(device, report, s, received_at, skew) for s in report.probes]
-    tests = [
-        _speedtest_row(device, report, t, received_at, skew) for t in report.speedtests
-    ]
+    """Store a report of the credential's ``device`` exactly once; return what was new.
 
+    The report is stored under the device its hardware says it comes from, which is
+    not the credential's device for a cloned disk image or a restored state directory.
+    """
     result = IngestResult()
     with storage.transaction():
-        result.count("probes", storage.insert_probe_samples(probes), len(probes))
-        result.count("speedtests", storage.insert_speedtests(tests), len(tests))
-        _ingest_inventory(storage, device["id"], report.inventory, received_at, result)
-        storage.update_device(device["id"], **_device_update(report, received_at, skew))
+        target = _reporting_device(storage, device, report, received_at, result)
+        result.device_id = target["id"]
+        school = storage.school(target["school"]) or {}
+        tests = _store_samples(storage, target, school, report, received_at, result)
+        _ingest_inventory(storage, target, report.inventory, received_at, result)
+        skew = clocks.skew(report.sent_at, received_at)
+        storage.update_device(target["id"], **_device_update(report, received_at, skew))
+        _schedule_speedtests(
+            storage, target, school, tests, received_at, config, result
+        )
         storage.bump_counters(_counter_increments(result))
 
     logger.info(
         "report from %s (%s): accepted %s, duplicates %s, skew %.1f s",
-        device["id"],
-        device["school"],
-        result.accepted,
-        result.duplicates,
-        skew,
-    )
+        target["id"], target["school"], result.accepted, result.duplicates, skew,
+    )  # fmt: skip
     return result
-
-
-def place_sample(
-    wall_time: datetime,
-    monotonic: float | None,
-    boot_id: str | None,
-    report: Report,
-    received_at: datetime,
-    skew_seconds: float,
-) -> datetime:
-    """When a sample really happened, by the collector's clock (design.md "Clocks")."""
-    same_boot = boot_id is not None and boot_id == report.boot_id
-    if same_boot and monotonic is not None and report.sent_monotonic is not None:
-        placed = received_at - timedelta(seconds=report.sent_monotonic - monotonic)
-    else:
-        placed = wall_time - timedelta(seconds=skew_seconds)
-    return min(placed, received_at)
-
-
-def _probe_row(
-    device: dict[str, Any],
-    report: Report,
-    sample: ProbeSample,
-    received_at: datetime,
-    skew: float,
-) -> dict[str, Any]:
-    row = sample.model_dump(mode="python")
-    row |= {"device": device["id"], "school": device["school"]}
-    row["placed_at"] = place_sample(
-        sample.wall_time, sample.monotonic, sample.boot_id, report, received_at, skew
-    )
-    row["received_at"] = received_at
-    return row
-
-
-def _speedtest_row(
-    device: dict[str, Any],
-    report: Report,
-    test: Speedtest,
-    received_at: datetime,
-    skew: float,
-) -> dict[str, Any]:
-    row = test.model_dump(mode="python")
-    row |= {"device": device["id"], "school": device["school"]}
-    if test.server is not None:
-        row["server"] = test.server.model_dump(mode="json")
-    row["placed_at"] = place_sample(
-        test.wall_time, test.monotonic, test.boot_id, report, received_at, skew
-    )
-    row["received_at"] = received_at
-    return row
 
 
 def _device_update(
@@ -177,10 +195,6 @@ def _device_update(
         update["boot_id"] = report.boot_id
     if report.health is not None:
         update["health"] = report.health.model_dump(mode="json")
-    if report.identity is not None:
-        update["identity"] = report.identity.model_dump(mode="json")
-        if report.identity.hostname:
-            update["hostname"] = report.identity.hostname
     return update
 
 
@@ -188,17 +202,344 @@ def _counter_increments(result: IngestResult) -> list[tuple[str, dict[str, str],
     increments = [("reports_received", {"result": "accepted"}, 1)]
     for kind in KINDS:
         labels = {"kind": COUNTER_KIND[kind]}
+        stored, duplicate = result.accepted[kind], result.duplicates[kind]
+        increments.append(("samples_ingested", labels | {"outcome": "stored"}, stored))
         increments.append(
-            ("samples_ingested", labels | {"outcome": "stored"}, result.accepted[kind])
-        )
-        increments.append(
-            (
-                "samples_ingested",
-                labels | {"outcome": "duplicate"},
-                result.duplicates[kind],
-            )
+            ("samples_ingested", labels | {"outcome": "duplicate"}, duplicate)
         )
     return increments
+
+
+# Identity -----------------------------------------------------------------------------
+
+
+def _reporting_device(
+    storage: Storage,
+    device: dict[str, Any],
+    report: Report,
+    now: datetime,
+    result: IngestResult,
+) -> dict[str, Any]:
+    """The device a report belongs to; creates one for a machine new on a credential."""
+    device = storage.device(device["id"]) or device
+    incoming = incoming_signals(report)
+    if incoming is None or incoming == Signals.from_wire(device["identity"]):
+        return device
+
+    candidates = known_devices(storage)
+    own = next((c for c in candidates if c.device_id == device["id"]), _known(device))
+    decision = identify(
+        incoming, school=device["school"], credential=own, candidates=candidates
+    )
+    if decision.outcome == "same":
+        _follow_signals(storage, device["id"], incoming)
+        return storage.device(device["id"])
+    if decision.outcome == "other_known":
+        return _recognised(storage, decision, incoming, now, result)
+    return _new_machine(storage, device, incoming, decision, now, result)
+
+
+def incoming_signals(report: Report) -> Signals | None:
+    """Identity signals of a report: from its inventory when that has the hardware
+    sections, else from its ``identity`` object; None when it carries neither."""
+    sections = report.inventory.sections if report.inventory else {}
+    if all(sections.get(n) and sections[n].data for n in IDENTITY_SECTIONS):
+        data = {name: sections[name].data for name in IDENTITY_SECTIONS}
+        return Signals.from_sections(data)
+    if report.identity is None:
+        return None
+    return Signals.from_wire(report.identity.model_dump(mode="json"))
+
+
+def _follow_signals(storage: Storage, device_id: str, new: Signals) -> None:
+    """Keep the stored signals current (a replaced part, a renamed PC)."""
+    update: dict[str, Any] = {"identity": new.to_wire()}
+    if new.hostname:
+        update["hostname"] = new.hostname
+    storage.update_device(device_id, **update)
+
+
+def _recognised(
+    storage: Storage,
+    decision: Decision,
+    incoming: Signals,
+    now: datetime,
+    result: IngestResult,
+) -> dict[str, Any]:
+    """Another known device speaks with this credential: store under it, give it its
+    own credential, and move it when it now reports for another school."""
+    device_id = decision.device_id
+    if decision.moved_from is not None:
+        storage.update_device(device_id, school=decision.school)
+    _follow_signals(storage, device_id, incoming)
+    _store_decision_events(storage, decision, None, now)
+    result.instructions.append(_replace_credential(storage, device_id))
+    return storage.device(device_id)
+
+
+def _new_machine(
+    storage: Storage,
+    credential_device: dict[str, Any],
+    incoming: Signals,
+    decision: Decision,
+    now: datetime,
+    result: IngestResult,
+) -> dict[str, Any]:
+    """A machine no device matches uses this credential (a cloned disk image)."""
+    credential = new_secret()
+    device_id = new_device_id()
+    storage.add_device(
+        {
+            "id": device_id,
+            "school": credential_device["school"],
+            "role": credential_device["role"],
+            "hostname": incoming.hostname,
+            "identity": incoming.to_wire(),
+            "credential_hash": hash_secret(credential),
+            "enrolled_at": now,
+        }
+    )
+    _store_decision_events(storage, decision, device_id, now)
+    result.instructions.append(_credential_instruction(credential, device_id))
+    logger.info(
+        "device %s created for a machine on the credential of %s",
+        device_id, credential_device["id"],
+    )  # fmt: skip
+    return storage.device(device_id)
+
+
+def _replace_credential(storage: Storage, device_id: str) -> dict[str, Any]:
+    credential = new_secret()
+    storage.update_device(
+        device_id, credential_hash=hash_secret(credential), credential_revoked_at=None
+    )
+    return _credential_instruction(credential, device_id)
+
+
+def _credential_instruction(credential: str, device_id: str) -> dict[str, Any]:
+    return {
+        "kind": "replace_credential",
+        "credential": credential,
+        "device_id": device_id,
+    }
+
+
+def _store_decision_events(
+    storage: Storage, decision: Decision, new_device_id: str | None, at: datetime
+) -> None:
+    """device_moved and identity_conflict name the device in the event's key."""
+    for event in decision.events(new_device_id):
+        device = storage.device(event.key)
+        _store_events(storage, device, [event], at)
+
+
+def _store_events(
+    storage: Storage, device: dict[str, Any], events: list[AssetEvent], at: datetime
+) -> None:
+    for event in events:
+        storage.add_asset_event(
+            device["id"], device["school"], event.kind, event.to_dict(), at
+        )
+        logger.info("asset event %s: %s", device["id"], event.summary_en)
+
+
+# Probe samples and speed tests --------------------------------------------------------
+
+
+def _store_samples(
+    storage: Storage,
+    device: dict[str, Any],
+    school: dict[str, Any],
+    report: Report,
+    received_at: datetime,
+    result: IngestResult,
+) -> list[Speedtest]:
+    """Store new samples placed in collector time; return the speed tests stored."""
+    skew = device["last_skew_seconds"]
+    probes = [
+        _probe_row(device, report, sample, received_at, skew)
+        for sample in report.probes
+    ]
+    result.count("probes", storage.insert_probe_samples(probes), len(probes))
+
+    contracted = school.get("contracted_download_mbps")
+    stored = []
+    for test in report.speedtests:
+        row = _speedtest_row(device, report, test, received_at, skew, contracted)
+        added = storage.insert_speedtests([row])
+        result.count("speedtests", added, 1)
+        stored += [test] if added else []
+    return stored
+
+
+def _probe_row(
+    device: dict[str, Any],
+    report: Report,
+    sample: ProbeSample,
+    received_at: datetime,
+    skew: float | None,
+) -> dict[str, Any]:
+    row = sample.model_dump(mode="python")
+    row |= {"device": device["id"], "school": device["school"]}
+    row |= _placement(sample, report, received_at, skew)
+    return row
+
+
+def _speedtest_row(
+    device: dict[str, Any],
+    report: Report,
+    test: Speedtest,
+    received_at: datetime,
+    skew: float | None,
+    contracted_download_mbps: float | None,
+) -> dict[str, Any]:
+    row = test.model_dump(mode="python")
+    row |= {"device": device["id"], "school": device["school"]}
+    if test.server is not None:
+        row["server"] = test.server.model_dump(mode="json")
+    flags = plausibility_flags(test.model_dump(mode="json"), contracted_download_mbps)
+    row["flags"] = sorted(set(test.flags) | set(flags))
+    row |= _placement(test, report, received_at, skew)
+    return row
+
+
+def _placement(
+    sample: ProbeSample | Speedtest,
+    report: Report,
+    received_at: datetime,
+    skew: float | None,
+) -> dict[str, Any]:
+    """``placed_at`` and ``placed_by`` of a sample (design.md "Clocks")."""
+    placed_at, method = clocks.place(
+        sample.monotonic,
+        sample.boot_id,
+        sample.wall_time,
+        report.sent_monotonic,
+        report.boot_id,
+        report.sent_at,
+        received_at,
+        skew,
+    )
+    return {"placed_at": placed_at, "placed_by": method, "received_at": received_at}
+
+
+def mend_legacy_report(document: Any) -> Any:
+    """Turn zero-throughput "successes" of old agents into failed speed tests.
+
+    speedtest-cli answers a server it cannot reach with a latency of 1,800,000 ms and
+    0 bit/s; agents before wire format 1's rule sent that as ``ok: true``. Such a
+    test becomes ``ok: false`` with reason ``server unreachable`` (``error`` when the
+    latency was not the sentinel) and null figures, flagged, instead of refusing the
+    whole report. Anything else is returned untouched for validation to judge.
+    """
+    if not isinstance(document, dict) or not isinstance(
+        document.get("speedtests"), list
+    ):
+        return document
+    tests = [_mend_speedtest(test) for test in document["speedtests"]]
+    return document | {"speedtests": tests}
+
+
+def _mend_speedtest(test: Any) -> Any:
+    if not isinstance(test, dict) or test.get("ok") is not True:
+        return test
+    figures = [
+        test.get(k) for k in ("download_bytes_per_second", "upload_bytes_per_second")
+    ]
+    if not any(_is_zero(f) for f in figures):
+        return test
+
+    latency = test.get("latency_seconds")
+    sentinel = isinstance(latency, int | float) and latency >= MAX_LATENCY_SECONDS
+    reason = "server unreachable" if sentinel or latency is None else "error"
+    flags = test.get("flags") if isinstance(test.get("flags"), list) else []
+    logger.info("speed test %s with zero throughput stored as failed", test.get("seq"))
+    return test | {
+        "ok": False,
+        "reason": reason,
+        "download_bytes_per_second": None,
+        "upload_bytes_per_second": None,
+        "latency_seconds": None,
+        "jitter_seconds": None,
+        "flags": [*flags, ZERO_FIGURES_FLAG],
+    }
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value <= 0
+
+
+# Speed-test scheduling ----------------------------------------------------------------
+
+
+def speedtest_policy(config: Config) -> SpeedtestPolicy | None:
+    """The scheduling policy of the configuration; None when slots_per_day is 0."""
+    settings = config.speedtest
+    if settings.slots_per_day == 0:
+        return None
+    return SpeedtestPolicy(
+        slots_per_day=settings.slots_per_day,
+        monthly_budget_bytes=settings.monthly_budget_bytes,
+    )
+
+
+def _schedule_speedtests(
+    storage: Storage,
+    device: dict[str, Any],
+    school: dict[str, Any],
+    delivered: list[Speedtest],
+    now: datetime,
+    config: Config,
+    result: IngestResult,
+) -> None:
+    """Record delivered results, then ask whether this device runs the next test."""
+    policy = speedtest_policy(config)
+    if policy is None or not school:
+        return
+    slots = SlotStore(storage, school["code"])
+
+    for test in delivered:
+        outcome = SpeedtestResult.from_wire(test.model_dump(mode="json"))
+        record_result_atomically(
+            device["id"], outcome, now, policy, slots.load, slots.compare_and_set
+        )
+    reporting = ReportingDevice(device["id"], device["role"])
+    today = session_today(config, school, now)
+    instruction = decide_atomically(
+        now, slots.school, reporting, today, policy, slots.load, slots.compare_and_set
+    )
+    if instruction is not None:
+        result.instructions.append(instruction)
+
+
+@dataclass(frozen=True)
+class SlotStore:
+    """A school's speed-test slot state in the database, with compare-and-set."""
+
+    storage: Storage
+    school: str
+
+    def load(self) -> SlotState:
+        row = self.storage.speedtest_state(self.school)
+        return SlotState.from_json(row["state"]) if row else SlotState(self.school)
+
+    def compare_and_set(self, expected: SlotState, new: SlotState) -> bool:
+        return self.storage.compare_and_set_speedtest_state(
+            self.school, expected.version, new.version, new.to_json()
+        )
+
+
+def session_today(
+    config: Config, school: dict[str, Any], now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The school's session intervals of its local day of ``now``, in UTC."""
+    zone = school_zone(config.sessions, school.get("timezone"))
+    day = now.astimezone(zone).date()
+    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    return session_intervals(
+        config.sessions, start, end.astimezone(UTC), school.get("timezone")
+    )
 
 
 # Inventory ----------------------------------------------------------------------------
@@ -206,59 +547,62 @@ def _counter_increments(result: IngestResult) -> list[tuple[str, dict[str, str],
 
 def _ingest_inventory(
     storage: Storage,
-    device_id: str,
+    device: dict[str, Any],
     inventory: Inventory | None,
     received_at: datetime,
     result: IngestResult,
 ) -> None:
+    """Merge the received sections into the stored inventory; record what changed."""
     if inventory is None:
         return
-    stored = storage.inventory(device_id)
-    old_sections: dict[str, Any] = stored["sections"] if stored else {}
+    stored = storage.inventory(device["id"])
+    previous: dict[str, Any] = stored["sections"] if stored else {}
+    received = {
+        name: section.model_dump(mode="json", exclude={"unchanged"})
+        for name, section in inventory.sections.items()
+    }
+    unresolved = unresolved_sections(previous, received)
+    received = {n: s for n, s in received.items() if n not in unresolved}
 
-    merged = dict(old_sections)
-    unresolved = []
-    for name, section in inventory.sections.items():
-        merged[name], resolved = merge_section(section, old_sections.get(name))
-        if not resolved:
-            unresolved.append(name)
-
+    merged = merge_sections(previous, received)
     content_hash = inventory_content_hash(merged)
     changed = stored is None or stored["hash"] != content_hash
-    storage.save_inventory(device_id, content_hash, merged, received_at, changed)
+    storage.save_inventory(device["id"], content_hash, merged, received_at, changed)
     result.count("inventory", int(changed), 1)
+    if stored is not None:
+        _record_changes(storage, device, previous, merged, received_at)
     if unresolved:
         logger.info(
-            "device %s sent unchanged sections %s with an unknown hash",
-            device_id,
-            ", ".join(unresolved),
-        )
+            "device %s sent unchanged sections %s that the collector does not hold",
+            device["id"], ", ".join(unresolved),
+        )  # fmt: skip
         result.instructions.append({"kind": "send_full_inventory"})
 
 
-def merge_section(
-    section: Section, old: dict[str, Any] | None
-) -> tuple[dict[str, Any], bool]:
-    """The stored form of a section; False when an ``unchanged`` hash is unknown.
+def unresolved_sections(
+    previous: dict[str, Any], received: dict[str, Any]
+) -> list[str]:
+    """Sections sent as unchanged whose hash the stored inventory does not have."""
+    same_hash = {
+        name: section
+        for name, section in previous.items()
+        if name not in received or section.get("hash") == received[name].get("hash")
+    }
+    return needs_full_inventory(same_hash, received)
 
-    A section that failed (status not ok) or whose hash is unknown keeps the last
-    good data and is marked stale; it never replaces known data with nothing.
-    """
-    meta = section.model_dump(
-        mode="json", include={"status", "collected_at", "duration_seconds", "error"}
-    )
-    meta["warnings"] = list(section.warnings)
-    old_data = old.get("data") if old else None
-    old_hash = old.get("hash") if old else None
 
-    if section.unchanged:
-        resolved = old is not None and old_hash == section.hash
-        data, section_hash, stale = old_data, old_hash, not resolved
-        return meta | {"hash": section_hash, "data": data, "stale": stale}, resolved
-    if section.status != "ok":
-        stale = old_data is not None
-        return meta | {"hash": old_hash, "data": old_data, "stale": stale}, True
-    return meta | {"hash": section.hash, "data": section.data, "stale": False}, True
+def _record_changes(
+    storage: Storage,
+    device: dict[str, Any],
+    previous: dict[str, Any],
+    merged: dict[str, Any],
+    at: datetime,
+) -> None:
+    _store_events(storage, device, diff_inventories(previous, merged), at)
+    rename = renamed(previous, merged)
+    if rename is not None:
+        storage.update_device(device["id"], hostname=rename[1])
+        logger.info("device %s renamed %s -> %s", device["id"], *rename)
 
 
 def inventory_content_hash(sections: dict[str, Any]) -> str:

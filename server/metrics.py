@@ -1,14 +1,19 @@
 """``/metrics``: a custom collector that builds every family fresh at scrape time.
 
-Families come from the figures and the database, so a restart loses nothing: counters
-are read from the ``counters`` and ``asset_events`` tables and never go backwards.
-Every active school keeps its series even when silent. No sample carries a timestamp
-and no ``*_created`` series is exported.
+Families come from the figures (``figures.school_figures``, one pass of queries for
+the whole district) and the database, so a restart loses nothing: counters are read
+from the ``counters`` and ``asset_events`` tables and never go backwards. Every active
+school keeps its series even when silent. A value that is not known (an uptime ratio
+without any measured session time, a median without a valid speed test, the
+Internet verdict before any probe) is exported as NaN, never as a 0 that would read
+as a measurement; each such family's HELP says so. No sample carries a timestamp and
+no ``*_created`` series is exported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +23,17 @@ from prometheus_client.registry import Collector
 from schoolmon.server.auth import ROLES
 from schoolmon.server.clock import Clock
 from schoolmon.server.config import LEVELS, Config
-from schoolmon.server.figures import DEVICE_STATES, SchoolFigures, school_figures
+from schoolmon.server.figures import (
+    DEVICE_STATES,
+    SchoolFigures,
+    school_figures,
+    thresholds,
+)
+from schoolmon.server.policy import CLASSES
 from schoolmon.server.storage import Storage
 
+NAN = math.nan
+UNKNOWN_IS_NAN = " NaN when not known."
 ASSET_EVENT_KINDS = (
     "component_added",
     "component_removed",
@@ -50,6 +63,170 @@ OWN_COUNTERS = {
     ),
 }
 
+Value = Callable[[SchoolFigures], float]
+Labelled = Callable[[SchoolFigures], Mapping[tuple[str, ...], float]]
+
+
+def _ratio(value: float | None) -> float:
+    return NAN if value is None else float(value)
+
+
+def _flag(value: bool | None) -> float:
+    return NAN if value is None else float(value)
+
+
+def _timestamp(instant: datetime | None) -> float:
+    return instant.timestamp() if instant is not None else 0.0
+
+
+# One value per school: (name, HELP, value).
+SCHOOL_GAUGES: tuple[tuple[str, str, Value], ...] = (
+    (
+        "school_in_session",
+        "1 while the school is in session by its timetable and holidays, else 0.",
+        lambda f: float(f.in_session),
+    ),
+    (
+        "school_last_seen_timestamp_seconds",
+        "Time of the latest report from any device of the school (0 if never).",
+        lambda f: _timestamp(f.last_seen),
+    ),
+    (
+        "school_internet_up",
+        "1 when the school's latest probe cycle in the uptime window reached the "
+        "Internet, else 0." + UNKNOWN_IS_NAN,
+        lambda f: _flag(f.internet_up),
+    ),
+    (
+        "school_internet_uptime_ratio",
+        "Share of session time in the uptime window in which a device of the school "
+        "reached the Internet, time with no device on left out." + UNKNOWN_IS_NAN,
+        lambda f: _ratio(f.uptime.uptime_ratio),
+    ),
+    (
+        "school_download_bytes_per_second",
+        "Median download of the valid session speed tests of the uptime window."
+        + UNKNOWN_IS_NAN,
+        lambda f: _ratio(f.connectivity.median_download_bytes_per_second),
+    ),
+    (
+        "school_upload_bytes_per_second",
+        "Median upload of the valid session speed tests of the uptime window."
+        + UNKNOWN_IS_NAN,
+        lambda f: _ratio(f.connectivity.median_upload_bytes_per_second),
+    ),
+    (
+        "school_latency_seconds",
+        "Median latency of the valid session speed tests of the uptime window."
+        + UNKNOWN_IS_NAN,
+        lambda f: _ratio(f.connectivity.median_latency_seconds),
+    ),
+    (
+        "school_connected",
+        "1 when the school is connected (uptime at least the threshold and class "
+        "good or moderate), else 0.",
+        lambda f: float(f.connected.connected),
+    ),
+    (
+        "school_lab_equipped",
+        "1 when the school's lab is equipped, else 0; also 0 for a school without "
+        'an equipped-lab target, whose schoolmon_school_lab_pcs{state="required"} '
+        "is 0.",
+        lambda f: float(f.lab_target and bool(f.lab.equipped)),
+    ),
+    (
+        "school_clock_skew_seconds",
+        "Largest absolute clock skew among the school's devices seen in the uptime "
+        "window (0 when none).",
+        lambda f: f.clock_skew_seconds,
+    ),
+    (
+        "school_devices_unsupported_os",
+        "Devices seen in the uptime window whose OS its vendor no longer supports.",
+        lambda f: float(f.lab.unsupported_os),
+    ),
+    (
+        "school_no_device_seconds",
+        "Session time in the uptime window with no device of the school on.",
+        lambda f: f.uptime.no_device_seconds,
+    ),
+    (
+        "school_outages_7d",
+        "Internet outages in session in the uptime window.",
+        lambda f: float(len(f.uptime.outages)),
+    ),
+    (
+        "school_speedtest_last_timestamp_seconds",
+        "Time of the latest valid session speed test in the uptime window (0 if none).",
+        lambda f: _timestamp(f.last_speedtest_at),
+    ),
+)
+
+
+def _devices(f: SchoolFigures) -> dict[tuple[str, ...], float]:
+    return {(r, s): f.devices[(r, s)] for r in ROLES for s in DEVICE_STATES}
+
+
+def _lab_pcs(f: SchoolFigures) -> dict[tuple[str, ...], float]:
+    required = f.lab.required if f.lab_target else 0
+    return {("compliant",): f.lab_pcs.compliant, ("required",): required or 0}
+
+
+def _keyed(values: Mapping[str, int]) -> dict[tuple[str, ...], float]:
+    return {(key,): value for key, value in values.items()}
+
+
+# Values by extra labels per school: (name, HELP, label names, values).
+SCHOOL_LABELLED: tuple[tuple[str, str, tuple[str, ...], Labelled], ...] = (
+    (
+        "school_devices",
+        "Devices of the school by role and state (online: reported within the "
+        "offline window; seen_7d: within the uptime window).",
+        ("role", "state"),
+        _devices,
+    ),
+    (
+        "school_connectivity",
+        "1 for the school's connectivity class (unknown without a valid speed test "
+        "in the uptime window), 0 for the others.",
+        ("class",),
+        lambda f: {
+            (c,): float(c == f.connectivity.connectivity_class) for c in CLASSES
+        },
+    ),
+    (
+        "school_lab_pcs",
+        "Lab PCs meeting the minimum specification (compliant) and the lab PCs the "
+        "school's equipped-lab target requires (required, 0 without a target).",
+        ("state",),
+        _lab_pcs,
+    ),
+    (
+        "school_lab_pcs_noncompliant",
+        "Lab PCs failing the minimum specification, by reason (a PC may fail several).",
+        ("reason",),
+        lambda f: _keyed(f.lab_pcs.noncompliant),
+    ),
+    (
+        "school_lab_pcs_by_memory",
+        "Lab PCs seen in the uptime window by installed memory.",
+        ("bucket",),
+        lambda f: _keyed(f.lab_pcs.by_memory),
+    ),
+    (
+        "school_lab_pcs_by_os",
+        "Lab PCs seen in the uptime window by OS family and version.",
+        ("os",),
+        lambda f: _keyed(f.lab_pcs.by_os),
+    ),
+    (
+        "school_lab_pcs_by_age",
+        "Lab PCs seen in the uptime window by age from their BIOS date.",
+        ("bucket",),
+        lambda f: _keyed(f.lab_pcs.by_age),
+    ),
+)
+
 
 class SchoolmonCollector(Collector):
     """Exports schoolmon's figures; register it in a fresh CollectorRegistry."""
@@ -64,12 +241,11 @@ class SchoolmonCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        now = self.clock()
-        figures = school_figures(self.storage, self.config, now)
+        figures = list(school_figures(self.storage, self.config, self.clock()).values())
         devices = self.storage.devices()
-        yield from school_families(figures.values(), devices, self.config, now)
+        yield from school_families(figures)
         yield asset_events_family(figures, self.storage.asset_event_counts())
-        yield district_family(figures.values())
+        yield district_family(figures)
         yield threshold_family(self.config)
         if len(devices) <= self.config.metrics.per_device_max:
             yield from device_families(devices, self.storage.device_os_names())
@@ -88,66 +264,38 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"schoolmon_{name}", documentation, labels=labels)
+def _gauge(name: str, documentation: str, labels: Iterable[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"schoolmon_{name}", documentation, labels=list(labels))
 
 
-def school_families(
-    figures: Any, devices: list[dict[str, Any]], config: Config, now: datetime
-) -> Iterator[Metric]:
-    """Per-school gauges of SPEC.md and the design catalog."""
+def school_families(figures: list[SchoolFigures]) -> Iterator[Metric]:
+    """Per-school gauges of SPEC.md and the design catalog, every school listed."""
     info = _gauge(
         "school_info",
         "A registered active school (always 1).",
         ["school", "name", "level", "commune"],
     )
-    session = _gauge(
-        "school_in_session",
-        "1 while the school is in session by its timetable and holidays, else 0.",
-        ["school"],
-    )
-    last_seen = _gauge(
-        "school_last_seen_timestamp_seconds",
-        "Time of the latest report from any device of the school (0 if never).",
-        ["school"],
-    )
-    counts = _gauge(
-        "school_devices",
-        "Devices of the school by role and state "
-        "(online: reported within the offline window; seen_7d: within the "
-        "uptime window).",
-        ["school", "role", "state"],
-    )
-    internet = _gauge(
-        "school_internet_up",
-        "1 when the school's latest probe cycle reached the Internet, else 0.",
-        ["school"],
-    )
-    skew = _gauge(
-        "school_clock_skew_seconds",
-        "Largest absolute clock skew among the "
-        "school's devices seen in the uptime window (0 when none).",
-        ["school"],
-    )
-
-    skews = _largest_skews(devices, config, now)
     for school in figures:
-        code = school.code
-        info.add_metric(
-            [code, school.info["name"], school.info["level"], school.info["commune"]], 1
-        )
-        session.add_metric([code], int(school.in_session))
-        last_seen.add_metric([code], _timestamp(school.last_seen))
-        for role in ROLES:
-            for state in DEVICE_STATES:
-                counts.add_metric([code, role, state], school.devices[(role, state)])
-        internet.add_metric([code], int(bool(school.internet_up)))
-        skew.add_metric([code], skews.get(code, 0.0))
-    yield from (info, session, last_seen, counts, internet, skew)
+        row = school.info
+        info.add_metric([school.code, row["name"], row["level"], row["commune"]], 1)
+    yield info
+
+    for name, documentation, value in SCHOOL_GAUGES:
+        family = _gauge(name, documentation, ["school"])
+        for school in figures:
+            family.add_metric([school.code], value(school))
+        yield family
+
+    for name, documentation, labels, values in SCHOOL_LABELLED:
+        family = _gauge(name, documentation, ["school", *labels])
+        for school in figures:
+            for key, number in values(school).items():
+                family.add_metric([school.code, *key], number)
+        yield family
 
 
 def asset_events_family(
-    figures: dict[str, SchoolFigures], counts: dict[tuple[str, str], int]
+    figures: list[SchoolFigures], counts: dict[tuple[str, str], int]
 ) -> Metric:
     """Asset events by school and kind, zeros included for every active school."""
     family = CounterMetricFamily(
@@ -155,13 +303,13 @@ def asset_events_family(
         "Asset events recorded for the school's devices, by kind.",
         labels=["school", "kind"],
     )
-    for code in figures:
+    for school in figures:
         for kind in ASSET_EVENT_KINDS:
-            family.add_metric([code, kind], counts.get((code, kind), 0))
+            family.add_metric([school.code, kind], counts.get((school.code, kind), 0))
     return family
 
 
-def district_family(figures: Any) -> Metric:
+def district_family(figures: list[SchoolFigures]) -> Metric:
     """Registered active schools by level, every level listed."""
     family = _gauge(
         "district_schools", "Registered active schools by level.", ["level"]
@@ -180,31 +328,9 @@ def threshold_family(config: Config) -> Metric:
         "in the collector's configuration, in base units.",
         ["name"],
     )
-    for name, value in policy_thresholds(config).items():
+    for name, value in thresholds(config).items():
         family.add_metric([name], value)
     return family
-
-
-def policy_thresholds(config: Config) -> dict[str, float]:
-    """The thresholds in force, by name, in base units."""
-    policy, lab = config.policy, config.lab
-    thresholds = {
-        "offline_after_seconds": policy.offline_after.total_seconds(),
-        "uptime_window_seconds": policy.uptime_window.total_seconds(),
-        "uptime_ratio": policy.connected_uptime_ratio,
-        "good_download_bytes_per_second": policy.good_download_bytes_per_second,
-        "good_download_bytes_per_second_per_student": (
-            policy.good_download_bytes_per_second_per_student
-        ),
-        "per_student_above_students": policy.per_student_above_students,
-        "moderate_download_bytes_per_second": policy.moderate_download_bytes_per_second,
-        "lab_min_logical_cpus": lab.min_logical_cpus,
-        "lab_min_memory_bytes": lab.min_memory_bytes,
-        "lab_min_system_disk_bytes": lab.min_system_disk_bytes,
-    }
-    for level, count in sorted(lab.pcs_required.items()):
-        thresholds[f"lab_pcs_required_{level}"] = count
-    return thresholds
 
 
 def device_families(
@@ -228,16 +354,9 @@ def device_families(
     )
     for device in devices:
         keys = [device["school"], device["id"]]
+        os_name = os_names.get(device["id"]) or "unknown"
         last_seen.add_metric(keys, _timestamp(device["last_seen_at"]))
-        info.add_metric(
-            keys
-            + [
-                device["hostname"] or "",
-                device["role"],
-                os_names.get(device["id"]) or "unknown",
-            ],
-            1,
-        )
+        info.add_metric([*keys, device["hostname"] or "", device["role"], os_name], 1)
         skew.add_metric(keys, device["last_skew_seconds"] or 0.0)
     yield from (last_seen, info, skew)
 
@@ -253,19 +372,3 @@ def counter_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
         for key, value in sorted(values.items()):
             family.add_metric(list(key), value)
         yield family
-
-
-def _largest_skews(
-    devices: list[dict[str, Any]], config: Config, now: datetime
-) -> dict[str, float]:
-    skews: dict[str, float] = {}
-    for device in devices:
-        seen, skew = device["last_seen_at"], device["last_skew_seconds"]
-        if seen is None or skew is None or now - seen >= config.policy.uptime_window:
-            continue
-        skews[device["school"]] = max(skews.get(device["school"], 0.0), abs(skew))
-    return skews
-
-
-def _timestamp(instant: datetime | None) -> float:
-    return instant.timestamp() if instant is not None else 0.0

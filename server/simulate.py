@@ -1,17 +1,19 @@
 """A simulated district: realistic school PCs that enroll and report over HTTP.
 
 The district is generated from a seed: schools (from the registry or given), PCs per
-school with varied hardware, links (most 20-100 Mbit/s, some slow, some schools
-offline) and optional scenarios that asset tests need (cloned images, moved devices,
-RAM upgraded or removed, a huge software list). Reports are built exactly as the
-wire format of docs/design.md says and delivered only through the collector's real
-HTTP API (``POST /api/v1/enroll``, ``POST /api/v1/reports``) with a bounded thread
-pool. The same seed and the same clock give byte-identical payloads.
+school (their hardware from ``schoolmon.server.simulate_hardware``), links (most
+20-100 Mbit/s, some slow, some schools offline) and optional scenarios that asset
+tests need (cloned images, moved devices, RAM upgraded or removed, a huge software
+list). Reports are built exactly as the wire format of docs/design.md says and
+delivered only through the collector's real HTTP API (``POST /api/v1/enroll``,
+``POST /api/v1/reports``) with a bounded thread pool. The same seed and the same
+clock give byte-identical payloads.
 
 ``run()`` is the whole simulation; ``build_district()``, ``enroll_devices()``,
 ``prepare_history()``, ``prepare_cycle()`` and ``send_reports()`` are its phases, so
-a benchmark can pre-build payloads and time only the sending.
-"""
+a benchmark can pre-build payloads and time only the sending. ``tokens_from_db()``
+creates enrollment tokens in the collector's database; ``simulate_command`` is the
+command line (``main(argv)`` runs it standalone)."""
 
 from __future__ import annotations
 
@@ -309,13 +311,8 @@ def build_district(
 
     district = District(seed=options.seed, now=now, schools=[])
     for number, school in enumerate(chosen):
-        sim = _sim_school(
-            school, options, now, school.code in offline, school.code in slow
-        )
-        sim.subnet = f"192.168.{number % 250 + 1}"
-        sim.number = number
-        sim.pcs = _school_pcs(sim, options, now)
-        district.schools.append(sim)
+        links = (school.code in offline, school.code in slow)
+        district.schools.append(_numbered_school(school, number, links, options, now))
 
     _assign_clock_skew(district, options)
     _apply_scenarios(district, options)
@@ -326,6 +323,21 @@ def build_district(
         options.seed,
     )
     return district
+
+
+def _numbered_school(
+    school: School,
+    number: int,
+    links: tuple[bool, bool],
+    options: SimOptions,
+    now: datetime,
+) -> SimSchool:
+    """The ``number``-th school of the district with its subnet and its PCs."""
+    sim = _sim_school(school, options, now, *links)
+    sim.subnet = f"192.168.{number % 250 + 1}"
+    sim.number = number
+    sim.pcs = _school_pcs(sim, options, now)
+    return sim
 
 
 def _ranked_pick(
@@ -615,6 +627,17 @@ def _live_report(
         speedtests.append(
             speed_test(pc, rng, moment, sim.link_mbps, options.agent_version)
         )
+    return _prepared(pc, at, probes, speedtests, options)
+
+
+def _prepared(
+    pc: SimPC,
+    at: datetime,
+    probes: list[dict[str, Any]],
+    speedtests: list[dict[str, Any]],
+    options: SimOptions,
+) -> PreparedReport:
+    """The gzip report ``pc`` sends at ``at`` (with its inventory when due)."""
     document = report_document(
         pc,
         at,
@@ -623,10 +646,8 @@ def _live_report(
         speedtests=speedtests,
         agent_version=options.agent_version,
     )
-    body = encode_body(document)
-    return PreparedReport(
-        pc.key, _credential_keys(pc), body, len(probes) + len(speedtests)
-    )
+    count = len(probes) + len(speedtests)
+    return PreparedReport(pc.key, _credential_keys(pc), encode_body(document), count)
 
 
 def _speed_tester(sim: SimSchool) -> SimPC | None:
@@ -653,17 +674,9 @@ def _history_reports(
     items = list(history_samples(district, sim, pc, options, until))
     for start in range(0, len(items), options.history_batch):
         batch = items[start : start + options.history_batch]
-        document = report_document(
-            pc,
-            until,
-            inventory=_inventory_for(pc, until),
-            probes=[s for s in batch if "kind" in s],
-            speedtests=[s for s in batch if "kind" not in s],
-            agent_version=options.agent_version,
-        )
-        yield PreparedReport(
-            pc.key, _credential_keys(pc), encode_body(document), len(batch)
-        )
+        probes = [sample for sample in batch if "kind" in sample]
+        speedtests = [sample for sample in batch if "kind" not in sample]
+        yield _prepared(pc, until, probes, speedtests, options)
 
 
 def history_samples(
@@ -706,20 +719,41 @@ def _history_day(
     boot = Moment(
         on_at, on_at - timedelta(seconds=90), new_uuid(rng), run_id, 0, True, sim.slow
     )
-    saturday = windows[0][0].astimezone(SESSION_ZONE).weekday() == 5
     test_at = windows[0][0] + timedelta(hours=3, minutes=rng.randint(0, 20))
     step = timedelta(seconds=options.history_step_seconds)
-    cycle = 0
-    for begin, finish in windows[:1] if saturday and sim.saturday_off else windows:
+
+    instants = _cycle_instants(rng, _day_windows(windows, sim), on_at, step)
+    for cycle, instant in enumerate(instants, start=1):
+        moment = _history_moment(boot, instant, cycle, sim)
+        yield from cycle_probes(pc, rng, moment)
+        if tester and instant <= test_at < instant + step:
+            yield speed_test(pc, rng, moment, sim.link_mbps, options.agent_version)
+
+
+def _day_windows(
+    windows: list[tuple[datetime, datetime]], sim: SimSchool
+) -> list[tuple[datetime, datetime]]:
+    """The day's session windows the school opens (some close Saturday afternoon)."""
+    saturday = windows[0][0].astimezone(SESSION_ZONE).weekday() == 5
+    return windows[:1] if saturday and sim.saturday_off else windows
+
+
+def _cycle_instants(
+    rng: random.Random,
+    windows: list[tuple[datetime, datetime]],
+    on_at: datetime,
+    step: timedelta,
+) -> Iterator[datetime]:
+    """Cycle instants while the PC is on; it goes off up to 10 minutes early.
+
+    Lazy on purpose: each window's draw happens after the previous cycles' draws.
+    """
+    for begin, finish in windows:
         # a cycle's probes run in the seconds before its instant
         instant = max(begin, on_at) + timedelta(seconds=len(PROBE_PLAN))
         off_at = finish - timedelta(minutes=rng.randint(0, 10))
         while instant < off_at:
-            cycle += 1
-            moment = _history_moment(boot, instant, cycle, sim)
-            yield from cycle_probes(pc, rng, moment)
-            if tester and instant <= test_at < instant + step:
-                yield speed_test(pc, rng, moment, sim.link_mbps, options.agent_version)
+            yield instant
             instant += step
 
 
@@ -950,21 +984,33 @@ def enroll_devices(
     With ``moved``, enroll instead the PCs of the move scenario with the token of
     the school they moved to (their later reports use that credential).
     """
+    name = "enroll moved" if moved else "enroll"
+
+    def enroll(job: tuple[SimPC, str, str], phase: PhaseSummary) -> None:
+        _enroll_one(collector, *job, tokens, credentials, options, phase)
+
+    return _pooled_phase(name, options.workers, _enroll_jobs(district, moved), enroll)
+
+
+def _enroll_jobs(district: District, moved: bool) -> list[tuple[SimPC, str, str]]:
+    """(PC, school code, credential key) of each PC to enroll."""
     pcs = [pc for _, pc in reporting_pcs(district)]
     if moved:
-        jobs = [(pc, pc.move_to, f"{pc.key}@{pc.move_to}") for pc in pcs if pc.move_to]
-    else:
-        jobs = [(pc, pc.school, pc.key) for pc in pcs if pc.clone_of is None]
-    phase = PhaseSummary("enroll moved" if moved else "enroll")
+        return [(pc, pc.move_to, f"{pc.key}@{pc.move_to}") for pc in pcs if pc.move_to]
+    return [(pc, pc.school, pc.key) for pc in pcs if pc.clone_of is None]
+
+
+def _pooled_phase(
+    name: str,
+    workers: int,
+    jobs: Iterable[Any],
+    task: Callable[[Any, PhaseSummary], None],
+) -> PhaseSummary:
+    """Run ``task`` on every job in a pool of ``workers`` threads; time the phase."""
+    phase = PhaseSummary(name)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        done = pool.map(
-            lambda job: _enroll_one(
-                collector, *job, tokens, credentials, options, phase
-            ),
-            jobs,
-        )
-        list(done)  # re-raise a programming error from a worker
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda job: task(job, phase), jobs))  # re-raise worker bugs
     phase.elapsed_seconds = time.perf_counter() - started
     logger.info("%s", phase.line())
     return phase
@@ -1014,17 +1060,11 @@ def send_reports(
     by_device: dict[str, list[PreparedReport]] = {}
     for report in reports:
         by_device.setdefault(report.device_key, []).append(report)
-    phase = PhaseSummary(name)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = pool.map(
-            lambda queue: _send_queue(collector, queue, credentials, phase, district),
-            by_device.values(),
-        )
-        list(done)  # re-raise a programming error from a worker
-    phase.elapsed_seconds = time.perf_counter() - started
-    logger.info("%s", phase.line())
-    return phase
+
+    def send(queue: list[PreparedReport], phase: PhaseSummary) -> None:
+        _send_queue(collector, queue, credentials, phase, district)
+
+    return _pooled_phase(name, workers, by_device.values(), send)
 
 
 def _send_queue(

@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlite_utils
 from schoolmon.server.clock import from_storage, to_storage
+from schoolmon.server.clocks import USABLE_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ SPEEDTEST_COLUMNS = (
     "duration_seconds",
     "flags",
 )
+
+# How ``clocks.place`` placed a sample (a column added by migration 3).
+PLACED_BY = "placed_by"
 
 
 class StorageError(RuntimeError):
@@ -230,9 +234,21 @@ def _m2_zones_and_counters(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m3_placement_and_speedtest_state(db: sqlite_utils.Database) -> None:
+    """How each sample was placed in time; each school's speed-test slot state."""
+    db["probe_samples"].add_column(PLACED_BY, str)
+    db["speedtests"].add_column(PLACED_BY, str)
+    db["speedtest_state"].create(
+        {"school": str, "version": int, "state": str},
+        pk="school",
+        not_null={"version", "state"},
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
+    _m3_placement_and_speedtest_state,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -539,11 +555,11 @@ class Storage:
 
     def insert_probe_samples(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store samples not stored before (by device, run, seq); return how many."""
-        return self._insert_new("probe_samples", PROBE_COLUMNS, rows)
+        return self._insert_new("probe_samples", (*PROBE_COLUMNS, PLACED_BY), rows)
 
     def insert_speedtests(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store speed tests not stored before (device, run, seq); return how many."""
-        return self._insert_new("speedtests", SPEEDTEST_COLUMNS, rows)
+        return self._insert_new("speedtests", (*SPEEDTEST_COLUMNS, PLACED_BY), rows)
 
     def _insert_new(
         self, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
@@ -596,6 +612,97 @@ class Storage:
             [school, to_storage(start), to_storage(end)],
         )
 
+    # Reads for the headline figures (one query per kind for the whole district) ------
+
+    def probe_cycles(
+        self, start: datetime, end: datetime, school: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Probe cycles placed in ``[start, end)``, each reduced to what its verdict
+        needs, for every active school (or only ``school``).
+
+        Rows ``(school, device, cycle key, first placed_at, has an internet-scope
+        sample, first ok internet https placed_at, first ok collector https
+        placed_at)``, instants as stored text; a sample without a cycle number is a
+        cycle of its own, and samples whose placement is unusable are left out.
+        """
+        scope, params = self._school_scope(school)
+        usable, methods = self._usable_placement("probe_samples")
+        sql = (
+            "SELECT school, device, run || '/' || COALESCE(cycle, 's' || seq), "
+            "MIN(placed_at), MAX(scope = 'internet'), "
+            "MIN(CASE WHEN ok AND kind = 'https' AND scope = 'internet' "
+            "THEN placed_at END), "
+            "MIN(CASE WHEN ok AND kind = 'https' AND scope = 'collector' "
+            "THEN placed_at END) "
+            f"FROM probe_samples WHERE {scope} AND placed_at >= ? AND placed_at < ?"
+            f"{usable} GROUP BY school, device, run, COALESCE(cycle, 's' || seq)"
+        )
+        params += [to_storage(start), to_storage(end), *methods]
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
+    def speedtests_between(
+        self, start: datetime, end: datetime, school: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Speed tests placed in ``[start, end)`` of every active school (or only
+        ``school``), in time order; unusable placements left out."""
+        scope, params = self._school_scope(school)
+        usable, methods = self._usable_placement("speedtests")
+        return self._rows(
+            f"SELECT * FROM speedtests WHERE {scope} AND placed_at >= ? "
+            f"AND placed_at < ?{usable} ORDER BY placed_at, device, run, seq",
+            [*params, to_storage(start), to_storage(end), *methods],
+        )
+
+    def inventory_facts(self, school: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per device of every active school (or only ``school``): the inventory
+        sections the figures read (``system``, ``cpu``, ``memory``, ``disks``,
+        ``os``), without the software list."""
+        scope, params = self._school_scope(school, column="d.school")
+        names = ("system", "cpu", "memory", "disks", "os")
+        columns = ", ".join(f"json_extract(i.sections, '$.{n}')" for n in names)
+        sql = (
+            f"SELECT i.device, {columns} FROM inventories i "
+            f"JOIN devices d ON d.id = i.device WHERE {scope}"
+        )
+        with self._lock:
+            rows = self.db.execute(sql, params).fetchall()
+        return {
+            row[0]: {
+                name: json.loads(text)
+                for name, text in zip(names, row[1:], strict=True)
+                if text is not None
+            }
+            for row in rows
+        }
+
+    def asset_event_counts_between(
+        self, start: datetime, end: datetime
+    ) -> dict[tuple[str, str], int]:
+        """Asset events per (school, kind) recorded in ``[start, end)``."""
+        rows = self._rows(
+            "SELECT school, kind, COUNT(*) AS n FROM asset_events "
+            "WHERE at >= ? AND at < ? GROUP BY school, kind",
+            [to_storage(start), to_storage(end)],
+        )
+        return {(row["school"], row["kind"]): row["n"] for row in rows}
+
+    def _school_scope(
+        self, school: str | None, column: str = "school"
+    ) -> tuple[str, list[Any]]:
+        if school is not None:
+            return f"{column} = ?", [school]
+        return f"{column} IN (SELECT code FROM schools WHERE active = 1)", []
+
+    def _usable_placement(self, table: str) -> tuple[str, list[str]]:
+        """SQL keeping rows whose placement method is usable, once that column
+        exists (rows stored before it, with no method, are kept)."""
+        if "method" not in self.db[table].columns_dict:
+            return "", []
+        methods = sorted(USABLE_METHODS)
+        marks = ", ".join("?" for _ in methods)
+        return f" AND (method IS NULL OR method IN ({marks}))", methods
+
     # Asset events ---------------------------------------------------------------------
 
     def add_asset_event(
@@ -611,6 +718,40 @@ class Storage:
             "VALUES (?, ?, ?, ?, ?)",
             [device_id, school, kind, _json(detail), to_storage(at)],
         )
+
+    def device_identities(self) -> list[dict[str, Any]]:
+        """Every device's id, school and identity signals, by id.
+
+        ``conflict_reported`` is 1 once an identity_conflict event names the device.
+        """
+        return self._rows(
+            "SELECT d.id, d.school, d.identity, EXISTS (SELECT 1 FROM asset_events e "
+            "WHERE e.device = d.id AND e.kind = 'identity_conflict') "
+            "AS conflict_reported FROM devices d ORDER BY d.id"
+        )
+
+    def speedtest_state(self, school: str) -> dict[str, Any] | None:
+        """A school's speed-test slot state row: school, version, state (JSON text)."""
+        return self._one("SELECT * FROM speedtest_state WHERE school = ?", [school])
+
+    def compare_and_set_speedtest_state(
+        self, school: str, expected_version: int, new_version: int, state: str
+    ) -> bool:
+        """Store ``state`` only if the stored version is still ``expected_version``.
+
+        Version 0 means "no row yet". True when this call wrote the row.
+        """
+        if expected_version == 0:
+            sql = (
+                "INSERT INTO speedtest_state (school, version, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (school) DO NOTHING"
+            )
+            return self._write(sql, [school, new_version, state]) == 1
+        sql = (
+            "UPDATE speedtest_state SET version = ?, state = ? "
+            "WHERE school = ? AND version = ?"
+        )
+        return self._write(sql, [new_version, state, school, expected_version]) == 1
 
     def asset_events(self, device_id: str) -> list[dict[str, Any]]:
         """Asset events of a device, oldest first."""

@@ -74,7 +74,9 @@ def stack(
     receiver = WebhookReceiver()
 
     with contextlib.ExitStack() as servers:
-        webhook_url = servers.enter_context(http_server(WebhookHandler, receiver=receiver))
+        webhook_url = servers.enter_context(
+            http_server(WebhookHandler, receiver=receiver)
+        )
         alertmanager_url = servers.enter_context(
             _alertmanager(alertmanager_bin, directory, webhook_url)
         )

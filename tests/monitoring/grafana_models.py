@@ -46,8 +46,23 @@ SPEC_METRICS = frozenset(
 PROMETHEUS_SERIES = frozenset({"up", "ALERTS"})
 
 KEYWORDS = frozenset(
-    "by without on ignoring group_left group_right bool and or unless offset "
-    "inf nan Inf NaN".split()
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "inf",
+        "nan",
+        "Inf",
+        "NaN",
+    }
 )
 # Values put in for Grafana's variables when a query is sent to Prometheus.
 GRAFANA_MACROS = {
@@ -91,7 +106,9 @@ def queries(model: dict[str, Any]) -> list[PanelQuery]:
     for panel in panels(model):
         for target in panel.get("targets", []):
             found.append(
-                PanelQuery(model["uid"], panel["title"], target["refId"], target["expr"])
+                PanelQuery(
+                    model["uid"], panel["title"], target["refId"], target["expr"]
+                )
             )
     for variable in model.get("templating", {}).get("list", []):
         if variable.get("type") == "query":
@@ -108,7 +125,9 @@ def variable_expr(definition: str) -> str:
     match = re.fullmatch(r"query_result\((.+)\)", definition.strip())
     if match:
         return match[1]
-    raise ValueError(f"variable query {definition!r} is neither label_values nor query_result")
+    raise ValueError(
+        f"variable query {definition!r} is neither label_values nor query_result"
+    )
 
 
 def substitute(expr: str, school: str) -> str:
@@ -142,7 +161,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def rule_documents() -> dict[str, dict[str, Any]]:
-    return {path.name: yaml.safe_load(path.read_text(encoding="utf-8")) for path in RULE_FILES}
+    return {
+        path.name: yaml.safe_load(path.read_text(encoding="utf-8"))
+        for path in RULE_FILES
+    }
 
 
 def rules() -> Iterator[dict[str, Any]]:
@@ -168,7 +190,9 @@ def catalog_names() -> set[str]:
     """Metric names of design.md's catalog plus SPEC.md's."""
     text = DESIGN_MD.read_text(encoding="utf-8")
     section = text.split("## Metric catalog", 1)[1]
-    return set(re.findall(r"^\| `(schoolmon_[a-z0-9_]+)`", section, re.M)) | SPEC_METRICS
+    return (
+        set(re.findall(r"^\| `(schoolmon_[a-z0-9_]+)`", section, re.M)) | SPEC_METRICS
+    )
 
 
 def spec_names(spec_text: str) -> set[str]:

@@ -69,7 +69,9 @@ def require(tool: str) -> str:
 
 
 # ------------------------------------------------------------------ exposition
-SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)$")
+SAMPLE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)$"
+)
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -106,9 +108,12 @@ class Exposition:
         found = []
         for index, line in enumerate(self._lines):
             match = SAMPLE.match(line)
-            if match and match["name"] == name:
-                if labels.items() <= _labels(match["labels"]).items():
-                    found.append(index)
+            if (
+                match
+                and match["name"] == name
+                and labels.items() <= _labels(match["labels"]).items()
+            ):
+                found.append(index)
         if not found:
             raise KeyError(f"no sample {name}{labels} in the exposition")
         return found
@@ -117,7 +122,7 @@ class Exposition:
 class ExpositionHandler(http.server.BaseHTTPRequestHandler):
     """Serves the server's ``exposition`` at /metrics."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_GET(self) -> None:
         if self.path != "/metrics":
             self.send_error(404, f"only /metrics is served, not {self.path}")
             return
@@ -129,13 +134,13 @@ class ExpositionHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("exposition server: " + format, *args)
+        logger.debug("exposition server answered %s", self.requestline)
 
 
 class WebhookHandler(http.server.BaseHTTPRequestHandler):
     """Hands every POSTed JSON document to the server's ``receiver``."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         payload = json.loads(self.rfile.read(length))
         self.server.receiver.record(self.path, payload)
@@ -144,7 +149,7 @@ class WebhookHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("webhook receiver: " + format, *args)
+        logger.debug("webhook receiver answered %s", self.requestline)
 
 
 @contextlib.contextmanager
@@ -181,9 +186,12 @@ class StaticDistrict:
         now = time.time()
         for line in self.exposition.render().decode().splitlines():
             match = SAMPLE.match(line)
-            if match and match["name"] == "schoolmon_school_last_seen_timestamp_seconds":
-                if float(match["value"]) > 0:
-                    self.report(_labels(match["labels"])["school"], now - 60)
+            if (
+                match
+                and match["name"] == "schoolmon_school_last_seen_timestamp_seconds"
+                and float(match["value"]) > 0
+            ):
+                self.report(_labels(match["labels"])["school"], now - 60)
 
     def silence(self, school: str) -> None:
         """The school's last report becomes 20 minutes old (it is in session)."""
@@ -226,7 +234,9 @@ class WebhookReceiver:
     def alerts(self, path: str) -> list[dict[str, Any]]:
         """Every alert posted to ``path``, in order, each as Alertmanager sent it."""
         with self.lock:
-            return [a for p, payload in self.posts if p == path for a in payload["alerts"]]
+            return [
+                a for p, payload in self.posts if p == path for a in payload["alerts"]
+            ]
 
 
 # ------------------------------------------------------------------ test copies
@@ -248,7 +258,7 @@ def rule_copies(directory: Path, for_duration: str) -> list[Path]:
 def prometheus_config(
     directory: Path, target_url: str, rule_files: list[Path], alertmanager: str | None
 ) -> Path:
-    """The shipped prometheus.yml pointed at the test's target, rules and Alertmanager."""
+    """The shipped prometheus.yml aimed at the test's target, rules and Alertmanager."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(path) for path in rule_files]
@@ -276,15 +286,17 @@ def alertmanager_config(directory: Path, webhook_url: str) -> Path:
             if key in route or route is config["route"]:
                 route[key] = "1s"
     config["receivers"] = [
-        {"name": name, "webhook_configs": [{"url": f"{webhook_url}/{name}"}]}
-        for name in (receiver["name"] for receiver in config["receivers"])
+        _webhook_receiver(r["name"], webhook_url) for r in config["receivers"]
     ]
-    for receiver in config["receivers"]:
-        receiver["webhook_configs"][0]["send_resolved"] = True
 
     path = directory / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def _webhook_receiver(name: str, webhook_url: str) -> dict[str, Any]:
+    hook = {"url": f"{webhook_url}/{name}", "send_resolved": True}
+    return {"name": name, "webhook_configs": [hook]}
 
 
 def _routes(route: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -383,7 +395,9 @@ class PrometheusAPI:
 
     def values(self, expr: str, label: str) -> dict[str, float]:
         """The query's samples as {value of ``label``: sample value}."""
-        return {s["metric"].get(label, ""): float(s["value"][1]) for s in self.query(expr)}
+        return {
+            s["metric"].get(label, ""): float(s["value"][1]) for s in self.query(expr)
+        }
 
     def alerts(self) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.base_url}/api/v1/alerts", timeout=10).json()

@@ -1,5 +1,5 @@
-"""Static checks of the Grafana models and provisioning (case mon-dashboard-provisioning)
-and of the metric names the dashboards and rules read."""
+"""Static checks of the Grafana models and provisioning (case
+mon-dashboard-provisioning) and of the metric names the dashboards and rules read."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _datasources(node: Any) -> list[tuple[str, str]]:
 
 
 def test_dashboards_are_raw_models_without_inputs_or_ds_placeholders() -> None:
-    """No dashboard is an export for sharing: no __inputs and no ${DS_...} placeholder."""
+    """No dashboard is an export for sharing: no __inputs, no ${DS_...} placeholder."""
     offending = []
     for path in models.dashboard_files():
         text = path.read_text(encoding="utf-8")
@@ -80,7 +80,9 @@ def test_every_datasource_reference_is_the_pinned_uid() -> None:
 
 def test_datasource_provisioning_pins_the_uid_the_dashboards_use() -> None:
     """The provisioned Prometheus data source carries the uid the panels reference."""
-    document = yaml.safe_load((GRAFANA_DIR / "datasources" / "schoolmon.yml").read_text())
+    document = yaml.safe_load(
+        (GRAFANA_DIR / "datasources" / "schoolmon.yml").read_text()
+    )
     (source,) = document["datasources"]
 
     assert (source["uid"], source["type"], document["apiVersion"]) == (
@@ -92,10 +94,16 @@ def test_datasource_provisioning_pins_the_uid_the_dashboards_use() -> None:
 
 def test_dashboard_provider_loads_a_folder_of_files() -> None:
     """The dashboard provider is a file provider pointing at one folder."""
-    document = yaml.safe_load((GRAFANA_DIR / "dashboards" / "schoolmon.yml").read_text())
+    document = yaml.safe_load(
+        (GRAFANA_DIR / "dashboards" / "schoolmon.yml").read_text()
+    )
     (provider,) = document["providers"]
 
-    assert (provider["type"], provider["folder"], Path(provider["options"]["path"]).name) == (
+    assert (
+        provider["type"],
+        provider["folder"],
+        Path(provider["options"]["path"]).name,
+    ) == (
         "file",
         "schoolmon",
         "schoolmon",
@@ -111,7 +119,9 @@ def test_every_panel_has_a_title_a_description_and_a_unique_id() -> None:
             problems.append(f"{name}: duplicate panel ids")
         for panel in models.panels(model):
             if not panel.get("title") or not panel.get("description"):
-                problems.append(f"{name}: panel {panel['id']} lacks a title or description")
+                problems.append(
+                    f"{name}: panel {panel['id']} lacks a title or description"
+                )
 
     assert problems == []
 

@@ -65,7 +65,9 @@ def _tested_alerts() -> list[dict[str, str]]:
         for test in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
             for case in test.get("alert_rule_test", []):
                 for alert in case.get("exp_alerts") or []:
-                    found.append({"alertname": case["alertname"], **alert["exp_labels"]})
+                    found.append(
+                        {"alertname": case["alertname"], **alert["exp_labels"]}
+                    )
     return found
 
 
@@ -73,7 +75,10 @@ def test_shipped_rule_files_pass_promtool_check() -> None:
     """promtool accepts both rule files and counts every rule."""
     result = _run([require("promtool"), "check", "rules", *map(str, RULE_FILES)])
 
-    assert (result.returncode, re.findall(r"SUCCESS: \d+ rules found", result.stdout)) == (
+    assert (
+        result.returncode,
+        re.findall(r"SUCCESS: \d+ rules found", result.stdout),
+    ) == (
         0,
         ["SUCCESS: 18 rules found", "SUCCESS: 10 rules found"],
     ), result.stdout + result.stderr
@@ -133,10 +138,19 @@ def test_test_copies_change_nothing_but_for(tmp_path: Path) -> None:
 
     def without_for(path: Path) -> list[dict[str, Any]]:
         groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
-        return [{k: v for k, v in r.items() if k != "for"} for g in groups for r in g["rules"]]
+        return [
+            {k: v for k, v in r.items() if k != "for"}
+            for g in groups
+            for r in g["rules"]
+        ]
 
     copies = rule_copies(tmp_path, "2s")
-    fors = {r.get("for") for p in copies for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]}
+    fors = {
+        r.get("for")
+        for p in copies
+        for g in yaml.safe_load(p.read_text())["groups"]
+        for r in g["rules"]
+    }
 
     assert [without_for(p) for p in copies] == [without_for(p) for p in RULE_FILES]
     assert fors == {"2s", None}
@@ -154,8 +168,12 @@ def test_alertmanager_config_passes_amtool_check() -> None:
     ]
 
 
-@pytest.mark.parametrize(("alert", "receiver"), sorted(ROUTES.items(), key=str), ids=str)
-def test_alert_routes_to_its_receiver(alert: tuple[str, str | None], receiver: str) -> None:
+@pytest.mark.parametrize(
+    ("alert", "receiver"), sorted(ROUTES.items(), key=str), ids=str
+)
+def test_alert_routes_to_its_receiver(
+    alert: tuple[str, str | None], receiver: str
+) -> None:
     """amtool routes each alert, with the labels the rules give it, to its receiver."""
     alertname, problem = alert
     (labels, *_) = [
@@ -165,7 +183,14 @@ def test_alert_routes_to_its_receiver(alert: tuple[str, str | None], receiver: s
     ]
     pairs = [f"{key}={value}" for key, value in labels.items()]
     result = _run(
-        [require("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}", *pairs]
+        [
+            require("amtool"),
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER_YML}",
+            *pairs,
+        ]
     )
 
     assert (result.returncode, result.stdout.strip()) == (0, receiver)
@@ -209,10 +234,16 @@ def test_inhibitions_compare_labels_both_alerts_carry() -> None:
     tested = _tested_alerts()
     problems = []
     for rule in yaml.safe_load(ALERTMANAGER_YML.read_text())["inhibit_rules"]:
-        sources = [labels for labels in tested if _matches(rule["source_matchers"], labels)]
-        targets = [labels for labels in tested if _matches(rule["target_matchers"], labels)]
+        sources = [
+            labels for labels in tested if _matches(rule["source_matchers"], labels)
+        ]
+        targets = [
+            labels for labels in tested if _matches(rule["target_matchers"], labels)
+        ]
         if not sources or not targets:
-            problems.append(f"{rule['source_matchers']}: a side matches no tested alert")
+            problems.append(
+                f"{rule['source_matchers']}: a side matches no tested alert"
+            )
         for labels in sources + targets:
             missing = set(rule["equal"]) - set(labels)
             if missing:

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import subprocess
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from schoolmon.server.config import config_from_mapping
 from schoolmon.server.metrics import new_registry, render
+from schoolmon.server.policy import GIB, NONCOMPLIANT_REASONS
 from schoolmon.server.storage import Storage
 
-from tests.support.collector import enroll, probe_json, report_json
+from tests.support.collector import enroll, probe_json, report_json, wire_time
 
 NAME = re.compile(r"^schoolmon_[a-z][a-z0-9_]*[a-z0-9]$")
 
 
-def samples(text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """The samples of one family as {sorted label pairs: value}."""
+def samples(text: str, family: str) -> dict[tuple[tuple[str, str], ...], Any]:
+    """The samples of one family as {sorted label pairs: value} ("NaN" for NaN)."""
     for metric in text_string_to_metric_families(text):
         if metric.name == family:
-            return {tuple(sorted(s.labels.items())): s.value for s in metric.samples}
+            return {
+                tuple(sorted(s.labels.items())): "NaN"
+                if math.isnan(s.value)
+                else s.value
+                for s in metric.samples
+            }
     raise AssertionError(f"family {family} not exported")
+
+
+def of_school(text: str, family: str, school: str) -> dict[tuple, Any]:
+    """One school's samples of a family, keyed by its other labels."""
+    return {
+        tuple(pair for pair in key if pair[0] != "school"): value
+        for key, value in samples(text, family).items()
+        if ("school", school) in key
+    }
 
 
 def scrape(storage: Any, config: Any, clock: Any) -> str:
@@ -40,8 +58,21 @@ def report_once(http, registered, clock, school: str = "C02") -> dict[str, Any]:
     return device
 
 
+def per_school(c01: Any, c02: Any, c03: Any) -> dict[tuple, Any]:
+    return {
+        (("school", "C01"),): c01,
+        (("school", "C02"),): c02,
+        (("school", "C03"),): c03,
+    }
+
+
+# 7 days of default sessions before Tuesday 1 December 2026 09:05 local.
+SESSION_SECONDS_7D = 172800.0
+
+
 def test_exact_school_samples_of_a_small_district(http, registered, config, clock):
-    """A reporting school, two silent ones, asset events: every sample exact."""
+    """A reporting school and two silent ones: every per-school sample exact, unknown
+    figures NaN, not 0."""
     device = report_once(http, registered, clock)
     registered.add_asset_event(
         device["device_id"], "C02", "component_removed", {}, clock()
@@ -51,31 +82,53 @@ def test_exact_school_samples_of_a_small_district(http, registered, config, cloc
 
     text = scrape(registered, config, clock)
 
-    def per_school(c01, c02, c03):
-        return {
-            (("school", "C01"),): c01,
-            (("school", "C02"),): c02,
-            (("school", "C03"),): c03,
-        }
-
+    nan3 = per_school("NaN", "NaN", "NaN")
+    assert [
+        samples(text, f"schoolmon_school_{name}")
+        for name in (
+            "in_session",
+            "last_seen_timestamp_seconds",
+            "internet_up",
+            "internet_uptime_ratio",
+            "download_bytes_per_second",
+            "upload_bytes_per_second",
+            "latency_seconds",
+            "connected",
+            "lab_equipped",
+            "clock_skew_seconds",
+            "devices_unsupported_os",
+            "no_device_seconds",
+            "outages_7d",
+            "speedtest_last_timestamp_seconds",
+        )
+    ] == [
+        per_school(1.0, 1.0, 1.0),
+        per_school(0.0, seen, 0.0),
+        per_school("NaN", 1.0, "NaN"),
+        per_school("NaN", 1.0, "NaN"),
+        nan3,
+        nan3,
+        nan3,
+        per_school(0.0, 0.0, 0.0),
+        per_school(0.0, 0.0, 0.0),
+        per_school(0.0, 0.0, 0.0),
+        per_school(0.0, 0.0, 0.0),
+        per_school(SESSION_SECONDS_7D, SESSION_SECONDS_7D - 300, SESSION_SECONDS_7D),
+        per_school(0.0, 0.0, 0.0),
+        per_school(0.0, 0.0, 0.0),
+    ]
     assert (
-        samples(text, "schoolmon_school_in_session"),
-        samples(text, "schoolmon_school_last_seen_timestamp_seconds"),
-        samples(text, "schoolmon_school_internet_up"),
-        samples(text, "schoolmon_school_clock_skew_seconds"),
         {k: v for k, v in samples(text, "schoolmon_school_devices").items() if v},
+        len(samples(text, "schoolmon_school_devices")),
         {k: v for k, v in samples(text, "schoolmon_asset_events").items() if v},
         len(samples(text, "schoolmon_asset_events")),
         samples(text, "schoolmon_district_schools"),
     ) == (
-        per_school(1.0, 1.0, 1.0),
-        per_school(0.0, seen, 0.0),
-        per_school(0.0, 1.0, 0.0),
-        per_school(0.0, 0.0, 0.0),
         {
             (("role", "lab"), ("school", "C02"), ("state", "online")): 1.0,
             (("role", "lab"), ("school", "C02"), ("state", "seen_7d")): 1.0,
         },
+        3 * 4 * 2,
         {(("kind", "component_removed"), ("school", "C02")): 1.0},
         15,
         {
@@ -86,6 +139,182 @@ def test_exact_school_samples_of_a_small_district(http, registered, config, cloc
             (("level", "other"),): 0.0,
         },
     )
+
+
+def test_silent_schools_export_every_labelled_family(registered, config, clock):
+    """Schools that never reported keep a series in every labelled family: class
+    unknown, lab targets from the registry, empty buckets."""
+    text = scrape(registered, config, clock)
+
+    assert [
+        of_school(text, f"schoolmon_school_{name}", school)
+        for school in ("C01", "C03")
+        for name in ("connectivity", "lab_pcs", "lab_pcs_noncompliant")
+    ] + [
+        of_school(text, f"schoolmon_school_lab_pcs_by_{name}", "C01")
+        for name in ("memory", "os", "age")
+    ] == [
+        {
+            (("class", "good"),): 0.0,
+            (("class", "moderate"),): 0.0,
+            (("class", "poor"),): 0.0,
+            (("class", "unknown"),): 1.0,
+        },
+        {(("state", "compliant"),): 0.0, (("state", "required"),): 18.0},
+        {(("reason", r),): 0.0 for r in NONCOMPLIANT_REASONS},
+        {
+            (("class", "good"),): 0.0,
+            (("class", "moderate"),): 0.0,
+            (("class", "poor"),): 0.0,
+            (("class", "unknown"),): 1.0,
+        },
+        {(("state", "compliant"),): 0.0, (("state", "required"),): 0.0},
+        {(("reason", r),): 0.0 for r in NONCOMPLIANT_REASONS},
+        {(("bucket", b),): 0.0 for b in ("lt_4gib", "4_8gib", "ge_8gib", "unknown")},
+        {(("os", "unknown"),): 0.0},
+        {(("bucket", b),): 0.0 for b in ("lt_5y", "5_10y", "ge_10y", "unknown")},
+    ]
+
+
+def section(data: dict[str, Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()
+    return {"status": "ok", "hash": digest, "data": data}
+
+
+def lab_inventory(
+    os_name: str, build: str, supported: bool, cores: int, memory: int, bios: str
+) -> dict[str, Any]:
+    """An inventory with the sections the lab figure reads."""
+    sections = {
+        "system": section({"hostname": "LAB", "bios_date": bios}),
+        "cpu": section({"logical_cores": cores}),
+        "memory": section({"installed_bytes": memory}),
+        "disks": section({"physical": [{"index": 0, "size_bytes": 256 * 10**9}]}),
+        "os": section(
+            {"family": "windows", "name": os_name, "version": "10.0", "build": build}
+            | {"vendor_supported": supported}
+        ),
+    }
+    return {"hash": None, "sections": sections}
+
+
+def speedtest_json(
+    seq: int, at: Any, download: float | None, upload: float | None = None, **extra
+) -> dict[str, Any]:
+    """One speed test document (ok when it has a download figure)."""
+    ok = download is not None
+    return {
+        "run": "run-a",
+        "seq": seq,
+        "wall_time": wire_time(at),
+        "ok": ok,
+        "reason": None if ok else "server unreachable",
+        "backend": "speedtest-net",
+        "download_bytes_per_second": download,
+        "upload_bytes_per_second": upload,
+        "latency_seconds": 0.02 + seq / 1000 if ok else None,
+        "bytes_used": 10_000_000 if ok else 0,
+        "flags": [],
+    } | extra
+
+
+def report_lab_pc(http, registered, clock, inventory, speedtests=()) -> None:
+    device = enroll(http, registered, "C02")
+    report = report_json(
+        clock(),
+        inventory=inventory,
+        probes=[probe_json(1, clock())],
+        speedtests=list(speedtests),
+    )
+    answer = http.post(
+        "/api/v1/reports",
+        json=report,
+        headers={"Authorization": f"Bearer {device['credential']}"},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_exact_samples_of_a_school_with_lab_pcs_and_speed_tests(
+    http, registered, config, clock
+):
+    """Medians of valid session tests only, class, connected, lab PCs by reason,
+    memory, OS and age, unsupported OS: every sample of C02 exact."""
+    minutes = [clock() - timedelta(minutes=m) for m in range(10)]
+    tests = [
+        speedtest_json(1, minutes[9], 5e6, 1e6),
+        speedtest_json(2, minutes[8], 3e6, 2e6),
+        speedtest_json(3, minutes[7], 4e6, 1.5e6),
+        speedtest_json(4, minutes[6], 9e6, 9e6, flags=["implausible_upload"]),
+        speedtest_json(5, minutes[5], 1e6, 30e6),  # upload far above the download
+        speedtest_json(6, minutes[4], None),
+    ]
+    good = lab_inventory(
+        "Microsoft Windows 10 Pro", "19045", True, 4, 8 * GIB, "2023-05-01"
+    )
+    old = lab_inventory(
+        "Microsoft Windows 7 Professional", "7601", False, 2, 2 * GIB, "2012-01-01"
+    )
+    report_lab_pc(http, registered, clock, good, tests)
+    report_lab_pc(http, registered, clock, old)
+    clock.advance(minutes=5)
+
+    text = scrape(registered, config, clock)
+
+    single = [
+        "internet_uptime_ratio",
+        "download_bytes_per_second",
+        "upload_bytes_per_second",
+        "latency_seconds",
+        "connected",
+        "lab_equipped",
+        "devices_unsupported_os",
+        "speedtest_last_timestamp_seconds",
+    ]
+    labelled = ["connectivity", "lab_pcs", "lab_pcs_noncompliant"]
+    labelled += ["lab_pcs_by_memory", "lab_pcs_by_os", "lab_pcs_by_age"]
+    assert [of_school(text, f"schoolmon_school_{n}", "C02") for n in single] == [
+        {(): 1.0},
+        {(): 4e6},
+        {(): 1.5e6},
+        {(): 0.022},
+        {(): 1.0},
+        {(): 0.0},
+        {(): 1.0},
+        {(): minutes[7].timestamp()},
+    ]
+    assert [of_school(text, f"schoolmon_school_{n}", "C02") for n in labelled] == [
+        {
+            (("class", "good"),): 1.0,
+            (("class", "moderate"),): 0.0,
+            (("class", "poor"),): 0.0,
+            (("class", "unknown"),): 0.0,
+        },
+        {(("state", "compliant"),): 1.0, (("state", "required"),): 20.0},
+        {
+            (("reason", "cpu"),): 0.0,
+            (("reason", "memory"),): 1.0,
+            (("reason", "disk"),): 0.0,
+            (("reason", "not_seen_7d"),): 0.0,
+            (("reason", "no_internet"),): 0.0,
+        },
+        {
+            (("bucket", "lt_4gib"),): 1.0,
+            (("bucket", "4_8gib"),): 0.0,
+            (("bucket", "ge_8gib"),): 1.0,
+            (("bucket", "unknown"),): 0.0,
+        },
+        {
+            (("os", "unknown"),): 0.0,
+            (("os", "Windows 10"),): 1.0,
+            (("os", "Windows 7"),): 1.0,
+        },
+        {
+            (("bucket", "lt_5y"),): 1.0,
+            (("bucket", "5_10y"),): 0.0,
+            (("bucket", "ge_10y"),): 1.0,
+            (("bucket", "unknown"),): 0.0,
+        },
+    ]
 
 
 def test_promtool_finds_no_problem_in_a_real_scrape(http, registered, clock):
@@ -217,18 +446,21 @@ def test_policy_thresholds_in_force(registered, config, clock):
     text = scrape(registered, config, clock)
 
     assert samples(text, "schoolmon_policy_threshold") == {
-        (("name", "offline_after_seconds"),): 900.0,
-        (("name", "uptime_window_seconds"),): 604800.0,
-        (("name", "uptime_ratio"),): 0.95,
         (("name", "good_download_bytes_per_second"),): 2.5e6,
         (("name", "good_download_bytes_per_second_per_student"),): 6250.0,
-        (("name", "per_student_above_students"),): 400.0,
-        (("name", "moderate_download_bytes_per_second"),): 125000.0,
-        (("name", "lab_min_logical_cpus"),): 2.0,
-        (("name", "lab_min_memory_bytes"),): 4294967296.0,
-        (("name", "lab_min_system_disk_bytes"),): 64e9,
         (("name", "lab_pcs_required_lower_secondary"),): 23.0,
         (("name", "lab_pcs_required_primary"),): 18.0,
+        (("name", "min_logical_cpus"),): 2.0,
+        (("name", "min_memory_bytes"),): 4294967296.0,
+        (("name", "min_system_disk_bytes"),): 64e9,
+        (("name", "moderate_download_bytes_per_second"),): 125000.0,
+        (("name", "offline_after_seconds"),): 900.0,
+        (("name", "per_student_above_students"),): 400.0,
+        (("name", "preschool_min_devices"),): 1.0,
+        (("name", "probe_interval_seconds"),): 300.0,
+        (("name", "uptime_ratio"),): 0.95,
+        (("name", "usable_memory_tolerance_bytes"),): 536870912.0,
+        (("name", "window_seconds"),): 604800.0,
     }
 
 

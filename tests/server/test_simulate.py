@@ -13,11 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 from schoolmon.server import schemas
 from schoolmon.server import simulate as sim
+from schoolmon.server.auth import hash_secret
 from schoolmon.server.simulate import School, SimOptions, SimulationError
 
+from tests.conftest import SMALL_REGISTRY
 from tests.support.collector import free_port
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "simulate"
@@ -491,9 +495,6 @@ def test_tokens_from_db_are_created_in_process_in_one_go_per_school_and_role(
 ) -> None:
     """While the collector holds the database, each active school gets one stored
     token per role; inactive and unknown schools get none and a warning."""
-    from schoolmon.server.auth import hash_secret
-    from tests.conftest import SMALL_REGISTRY
-
     registered.import_schools([SMALL_REGISTRY[0], SMALL_REGISTRY[2]], clock())
     schools = [School(code, level) for code, level in
                [("C01", "primary"), ("C02", "lower_secondary"),
@@ -501,7 +502,9 @@ def test_tokens_from_db_are_created_in_process_in_one_go_per_school_and_role(
 
     tokens = sim.tokens_from_db(str(db_path), schools, clock=clock)
 
-    stored = {key: registered.enrollment_token(hash_secret(t)) for key, t in tokens.items()}
+    stored = {
+        key: registered.enrollment_token(hash_secret(t)) for key, t in tokens.items()
+    }
     assert stored == {
         key: {"hash": hash_secret(tokens[key]), "school": key[:3], "role": key[4:],
               "created_at": clock(), "revoked_at": None}
@@ -559,4 +562,51 @@ def test_command_line_refuses_a_scenario_it_cannot_run(
     assert capsys.readouterr().err == (
         "simulate: scenario(s) ram-removed compare two inventories and need "
         "--cycles 2 or more, got 1\n"
+    )
+
+
+def test_command_line_takes_tokens_from_the_database_of_the_registry_schools(
+    db_path: Path, registered: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--tokens-from-db creates one token per role of each registry school and the
+    simulated PCs enroll with them."""
+    registry = tmp_path / "registry.csv"
+    registry.write_text(
+        "code,name,level,commune\nC01,Tiểu học,primary,X\nC03,Mầm non,preschool,Y\n"
+    )
+    with recorder() as server:
+        code = sim.main(
+            ["--url", server.url, "--tokens-from-db", str(db_path),
+             "--registry", str(registry), "--pcs-per-school", "2",
+             "--offline-share", "0"]
+        )  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    tokens = [
+        json.loads(b)["token"] for p, _, b in server.requests if p == "/api/v1/enroll"
+    ]
+
+    assert code == 0
+    assert lines[0].startswith("tokens: 4 for 2 schools in ")
+    assert lines[1].startswith("enroll: 4 requests, 4 succeeded, 0 failed (201: 4)")
+    schools = sorted(
+        registered.enrollment_token(hash_secret(t))["school"] for t in tokens
+    )
+    assert schools == ["C01", "C01", "C03", "C03"]
+
+
+def test_simulate_command_joins_a_click_group_and_refuses_two_token_sources() -> None:
+    """The click command runs under another group; --token with --tokens-from-db is
+    a usage error (exit 2) naming both options."""
+    group = click.Group("schoolmon-server")
+    group.add_command(sim.simulate_command, "simulate")
+
+    result = CliRunner().invoke(
+        group,
+        ["simulate", "--url", "http://127.0.0.1:9", "--token", "C01=t",
+         "--tokens-from-db", "x.sqlite3"],
+    )  # fmt: skip
+
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        "Error: give either --tokens-from-db DB or --token CODE=TOKEN"
     )

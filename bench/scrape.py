@@ -1,0 +1,406 @@
+"""``/metrics`` time and size for 60, 5,000 and 50,000 registered schools, and ingest
+latency with and without scrapes running.
+
+    python bench/scrape.py [--sizes 60,5000,50000] [--scrapes 3] [--quick]
+
+Each database is built before the collector starts: the whole registry through
+``Storage.import_schools``; the first 60 schools are the simulated district, whose
+PCs enroll through the API and later send real reports; every other school gets
+synthetic devices (``--devices`` each, ``--devices-large`` from 50,000 schools up),
+each with a stored inventory made by the ingest code from a simulated PC and the
+last hour of 5-minute probe cycles (5 samples per cycle), written in bulk SQL.
+
+The collector (``python -m schoolmon.server serve``) runs under ``taskset -c 0``;
+scrapes come from this process on core 1. For the sizes in ``--ingest-sizes`` the
+district sends reports at a fixed rate (open loop) for ``--ingest-seconds``, once
+alone and once while ``/metrics`` is scraped back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import _district
+import httpx
+from _common import (
+    LOAD_CORE,
+    SERVER_CORE,
+    BenchError,
+    Load,
+    collector_argv,
+    command_line,
+    figure,
+    free_port,
+    percentile,
+    pin_self,
+    pinned,
+    say,
+    scratch_dir,
+    server_process,
+)
+from schoolmon.server import simulate
+from schoolmon.server.auth import hash_secret
+from schoolmon.server.clock import to_storage, utcnow
+from schoolmon.server.assets import merge_sections
+from schoolmon.server.ingest import inventory_content_hash
+from schoolmon.server.schemas import Section
+from schoolmon.server.storage import PROBE_COLUMNS, Storage
+
+logger = logging.getLogger(__name__)
+
+TARGETS = {60: 0.050, 5_000: 0.5, 50_000: 3.0}
+LARGE = 50_000
+PROBE_PLAN = simulate.PROBE_PLAN  # (target, scope, kind) of one agent cycle
+
+
+@dataclass
+class SizeResult:
+    """What one registry size measured."""
+
+    schools: int
+    devices: int
+    probe_rows: int
+    db_bytes: int
+    build_seconds: float
+    scrape_seconds: list[float] = field(default_factory=list)
+    scrape_bytes: int = 0
+    series: int = 0
+    ingest_alone: list[float] | None = None
+    ingest_scraped: list[float] | None = None
+    scrapes_during_ingest: int = 0
+    sim_devices: int = 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.sizes, args.ingest_sizes, args.scrapes = [60], [60], 2
+        args.devices, args.ingest_seconds, args.ingest_rate = 2, 3.0, 20.0
+        args.sim_schools = 3
+    logging.basicConfig(level=logging.WARNING)
+    pin_self(LOAD_CORE)
+    say(f"scrape benchmark: {command_line()}")
+    try:
+        results = [measure_size(args, size) for size in args.sizes]
+    except BenchError as error:
+        say(f"scrape benchmark failed: {error}")
+        return 1
+    print_figures(args, results)
+    return 0
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=_sizes, default=[60, 5_000, 50_000])
+    parser.add_argument("--devices", type=int, default=20, help="per school")
+    parser.add_argument(
+        "--devices-large", type=int, default=4, help="per school from 50,000 schools"
+    )
+    parser.add_argument("--scrapes", type=int, default=3)
+    parser.add_argument("--ingest-sizes", type=_sizes, default=[60, 5_000])
+    parser.add_argument("--ingest-rate", type=float, default=100.0, help="reports/s")
+    parser.add_argument("--ingest-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--sim-schools", type=int, default=60, help="schools of the simulated district"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    return parser
+
+
+def measure_size(args: argparse.Namespace, size: int) -> SizeResult:
+    """Build the database of ``size`` schools, then scrape it (and ingest)."""
+    with scratch_dir(f"scrape-{size}") as tmp:
+        db, port = tmp / "collector.sqlite3", free_port()
+        sim_schools = _district.district_schools(min(size, args.sim_schools))
+        started = time.perf_counter()
+        per_school = args.devices if size < LARGE else args.devices_large
+        tokens, counts = build_database(db, sim_schools, size, per_school, args.seed)
+        result = SizeResult(size, *counts, db.stat().st_size, 0.0)
+        result.build_seconds = time.perf_counter() - started
+
+        argv = pinned(collector_argv(db, port), SERVER_CORE)
+        with server_process("collector", argv, port, tmp, timeout=120) as server:
+            prepared = _district_online(server.url, port, sim_schools, tokens, args)
+            result.sim_devices = prepared.devices
+            _scrape_series(server.url, args.scrapes, result)
+            if size in args.ingest_sizes:
+                _ingest_with_scrapes(server.url, port, prepared, args, result)
+        return result
+
+
+def _district_online(
+    url: str,
+    port: int,
+    sim_schools: list[simulate.School],
+    tokens: dict[str, str],
+    args: argparse.Namespace,
+) -> _district.Prepared:
+    """Enroll the simulated district and send its first cycle (full inventories)."""
+    probe = _district.options_for(len(sim_schools), 1, args.seed)
+    pcs = sum(1 for _ in simulate.reporting_pcs(simulate.build_district(
+        sim_schools, probe, utcnow()
+    )))
+    per_phase = int(args.ingest_rate * args.ingest_seconds)
+    cycles = 1 + -(-2 * per_phase // pcs)
+    options = _district.options_for(len(sim_schools), cycles, args.seed)
+    district = simulate.build_district(sim_schools, options, utcnow())
+    credentials = _district.enroll(url, district, tokens, options)
+    prepared = _district.prepare(district, options, credentials, port, 64)
+    warmup = Load(port, prepared.warmup, time_limit=300).run()
+    if warmup.errors or set(warmup.statuses) - {200}:
+        raise BenchError(f"warm-up: statuses {warmup.statuses} {warmup.errors[:2]}")
+    return prepared
+
+
+# Building the database ----------------------------------------------------------------
+
+
+def build_database(
+    db: Path, sim_schools: list[simulate.School], size: int, per_school: int, seed: int
+) -> tuple[dict[str, str], tuple[int, int]]:
+    """Registry, tokens for the simulated district, synthetic devices for the rest."""
+    now = utcnow()
+    codes = [f"S{n:06d}" for n in range(size - len(sim_schools))]
+    rows = [_synthetic_row(code, n) for n, code in enumerate(codes)]
+    tokens = _district.register(db, sim_schools, now, rows)
+    storage = Storage(db)
+    try:
+        templates = _inventory_templates(seed, now)
+        with storage.transaction():
+            devices = _add_devices(storage, codes, per_school, templates, now)
+            probes = _add_probes(storage, devices, now)
+        storage.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        storage.close()
+    return tokens, (len(devices), probes)
+
+
+def _synthetic_row(code: str, n: int) -> dict[str, Any]:
+    level = ("preschool", "primary", "lower_secondary")[n % 3]
+    return {
+        "code": code,
+        "name": f"Trường {level} {code}",
+        "level": level,
+        "commune": f"Xã {n % 900:03d}",
+        "has_informatics": level != "preschool",
+        "students": 200 + n % 600,
+    }
+
+
+def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str]]:
+    """Stored inventories (hash, sections JSON) of simulated PCs, via ingest code."""
+    school = simulate.synthetic_schools(["T0"], seed)
+    options = simulate.SimOptions(seed=seed, pcs_per_school=20)
+    district = simulate.build_district(school, options, now)
+    templates = []
+    for pc in district.pcs():
+        document = simulate.inventory_document(pc.sections, now)
+        received = {
+            name: Section.model_validate(envelope).model_dump(
+                mode="json", exclude={"unchanged"}
+            )
+            for name, envelope in document["sections"].items()
+        }
+        merged = merge_sections(None, received)
+        templates.append((inventory_content_hash(merged), merged))
+    return [(h, canonical_json(sections)) for h, sections in templates]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON as the storage writes it (sorted keys, compact)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _add_devices(
+    storage: Storage,
+    codes: list[str],
+    per_school: int,
+    templates: list[tuple[str, str]],
+    now: datetime,
+) -> list[tuple[str, str, str]]:
+    rng = random.Random(5)
+    enrolled = to_storage(now - timedelta(days=90))
+    devices, device_rows, inventory_rows = [], [], []
+    for code in codes:
+        for index in range(per_school):
+            device = f"d_{code}_{index:02d}"
+            role = "office" if index == 0 else "lab"
+            seen = to_storage(now - timedelta(seconds=rng.randint(0, 900)))
+            device_rows.append(
+                (device, code, role, f"PC{index:02d}-{code}", "{}",
+                 hash_secret(device), enrolled, seen, rng.uniform(-3, 3), "0.1.0")
+            )
+            inventory_hash, sections = templates[index % len(templates)]
+            inventory_rows.append((device, inventory_hash, sections, seen))
+            devices.append((device, code, f"{rng.getrandbits(32):08x}"))
+    storage.db.conn.executemany(
+        "INSERT INTO devices (id, school, role, hostname, identity, credential_hash, "
+        "enrolled_at, last_seen_at, last_skew_seconds, agent_version) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        device_rows,
+    )
+    storage.db.conn.executemany(
+        "INSERT INTO inventories (device, hash, sections, received_at) "
+        "VALUES (?, ?, ?, ?)",
+        inventory_rows,
+    )
+    return devices
+
+
+def _add_probes(
+    storage: Storage, devices: list[tuple[str, str, str]], now: datetime
+) -> int:
+    """The last hour of 5-minute probe cycles for every synthetic device."""
+    cycles = [now - timedelta(minutes=5 * k) for k in range(12, 0, -1)]
+    stamps = [to_storage(at) for at in cycles]
+    sql = (
+        f"INSERT INTO probe_samples ({', '.join(PROBE_COLUMNS)}) "
+        f"VALUES ({', '.join('?' for _ in PROBE_COLUMNS)})"
+    )
+    rows = []
+    for device, school, run in devices:
+        for cycle, stamp in enumerate(stamps, start=1):
+            for offset, (target, scope, kind) in enumerate(PROBE_PLAN):
+                seq = cycle * len(PROBE_PLAN) + offset
+                values = {
+                    "device": device, "school": school, "run": run, "seq": seq,
+                    "cycle": cycle, "boot_id": run, "wall_time": stamp,
+                    "monotonic": 1000.0 + seq, "placed_at": stamp,
+                    "received_at": stamp, "target": target, "scope": scope,
+                    "kind": kind, "ok": 1, "duration_seconds": 0.02, "reason": None,
+                    "detail": '{"status_code":204}',
+                }
+                rows.append([values[name] for name in PROBE_COLUMNS])
+        if len(rows) > 200_000:
+            storage.db.conn.executemany(sql, rows)
+            rows.clear()
+    storage.db.conn.executemany(sql, rows)
+    return len(devices) * len(stamps) * len(PROBE_PLAN)
+
+
+# Measuring ----------------------------------------------------------------------------
+
+
+def _scrape(client: httpx.Client, url: str) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    response = client.get(f"{url}/metrics")
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise BenchError(f"/metrics answered {response.status_code}: {response.text}")
+    return elapsed, response.content
+
+
+def _scrape_series(url: str, count: int, result: SizeResult) -> None:
+    with httpx.Client(timeout=600) as client:
+        _scrape(client, url)  # the first scrape warms caches; not counted
+        for _ in range(count):
+            elapsed, body = _scrape(client, url)
+            result.scrape_seconds.append(elapsed)
+    result.scrape_bytes = len(body)
+    result.series = sum(
+        1 for line in body.decode().splitlines() if line and not line.startswith("#")
+    )
+
+
+def _ingest_with_scrapes(
+    url: str,
+    port: int,
+    prepared: _district.Prepared,
+    args: argparse.Namespace,
+    result: SizeResult,
+) -> None:
+    """Open-loop ingest at ``--ingest-rate``: once alone, once under scrapes."""
+    queues = [q[: len(q) // 2] for q in prepared.timed]
+    rest = [q[len(q) // 2 :] for q in prepared.timed]
+    limit = args.ingest_seconds
+    alone = Load(port, queues, rate=args.ingest_rate, time_limit=limit).run()
+    stop, scrapes = threading.Event(), []
+    scraper = threading.Thread(target=_scrape_until, args=(url, stop, scrapes))
+    scraper.start()
+    try:
+        scraped = Load(port, rest, rate=args.ingest_rate, time_limit=limit).run()
+    finally:
+        stop.set()
+        scraper.join()
+    for phase in (alone, scraped):
+        if phase.errors or set(phase.statuses) - {200}:
+            raise BenchError(f"ingest: statuses {phase.statuses} {phase.errors[:2]}")
+    result.ingest_alone, result.ingest_scraped = alone.latencies, scraped.latencies
+    result.scrapes_during_ingest = len(scrapes)
+
+
+def _scrape_until(url: str, stop: threading.Event, done: list[float]) -> None:
+    with httpx.Client(timeout=600) as client:
+        while not stop.is_set():
+            done.append(_scrape(client, url)[0])
+
+
+# Output -------------------------------------------------------------------------------
+
+
+def print_figures(args: argparse.Namespace, results: list[SizeResult]) -> None:
+    """Every size's build, scrape time and size, and ingest latencies."""
+    for result in results:
+        per_school = args.devices if result.schools < LARGE else args.devices_large
+        say(
+            f"  {result.schools:,} schools: {result.devices:,} synthetic devices "
+            f"({per_school} per school) + {result.sim_devices:,} simulated PCs, "
+            f"{result.probe_rows:,} probe rows, database {result.db_bytes / 1e6:,.0f} MB,"
+            f" built in {result.build_seconds:.0f} s"
+        )
+        times = sorted(result.scrape_seconds)
+        target = TARGETS.get(result.schools)
+        median = percentile(times, 0.5)
+        spread = f"{times[0]:.3f}-{times[-1]:.3f} s"
+        say(
+            figure(
+                f"/metrics time, median of {len(times)} ({spread})",
+                f"{median:.3f} s",
+                f"< {target} s" if target else "-",
+                median < target if target else None,
+            )
+        )
+        say(
+            figure(
+                "/metrics size",
+                f"{result.scrape_bytes / 1e6:.2f} MB",
+                f"{result.series:,} series",
+                None,
+            )
+        )
+        if result.ingest_alone is not None:
+            _ingest_lines(args, result)
+
+
+def _ingest_lines(args: argparse.Namespace, result: SizeResult) -> None:
+    alone = percentile(result.ingest_alone, 0.99)
+    scraped = percentile(result.ingest_scraped, 0.99)
+    rate = f"{args.ingest_rate:g}/s"
+    say(figure(f"ingest p99 at {rate}, no scrape", f"{alone * 1000:.1f} ms", "< 200 ms", alone < 0.2))
+    say(
+        figure(
+            f"ingest p99 at {rate}, {result.scrapes_during_ingest} scrapes back to back",
+            f"{scraped * 1000:.1f} ms",
+            "< 200 ms",
+            scraped < 0.2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
