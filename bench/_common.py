@@ -58,7 +58,7 @@ def command_line() -> str:
 def figure(name: str, value: str, target: str, met: bool | None) -> str:
     """A result line: name, value, target and whether the target is met."""
     verdict = {True: "met", False: "MISSED", None: "-"}[met]
-    return f"  {name:<44} {value:>16}   target {target:<18} {verdict}"
+    return f"  {name:<52} {value:>18}   target {target:<18} {verdict}"
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -140,8 +140,9 @@ def _wait_listening(server: Server, timeout: float) -> None:
                 f"{server.name} exited with {server.process.returncode}:\n"
                 f"{server.log_tail()}"
             )
-        with contextlib.suppress(OSError), socket.create_connection(
-            (HOST, server.port), timeout=0.5
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((HOST, server.port), timeout=0.5),
         ):
             return
         time.sleep(0.05)

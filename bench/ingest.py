@@ -38,9 +38,9 @@ from _common import (
     figure,
     free_port,
     percentile,
-    profiled,
     pin_self,
     pinned,
+    profiled,
     say,
     scratch_dir,
     server_process,
@@ -101,9 +101,13 @@ def measure(
         prepared = _district.prepare(
             district, options, credentials, port, args.connections
         )
-        warm = Load(port, prepared.warmup, time_limit=args.time_limit, keep_answers=True)
+        warm = Load(
+            port, prepared.warmup, time_limit=args.time_limit, keep_answers=True
+        )
         warmup = _checked(warm.run(), "warm-up", server.log_tail())
-        timed = Load(port, prepared.timed, time_limit=args.time_limit, keep_answers=True)
+        timed = Load(
+            port, prepared.timed, time_limit=args.time_limit, keep_answers=True
+        )
         cpu = server.cpu_seconds()
         with profiled(server.process.pid, args.profile):
             collector = _checked(timed.run(), "collector", server.log_tail())
@@ -134,7 +138,9 @@ def _build(
 
 
 def _retarget(request: bytes, old: int, new: int) -> bytes:
-    return request.replace(f"Host: 127.0.0.1:{old}".encode(), f"Host: 127.0.0.1:{new}".encode(), 1)
+    return request.replace(
+        f"Host: 127.0.0.1:{old}".encode(), f"Host: 127.0.0.1:{new}".encode(), 1
+    )
 
 
 def _checked(result: LoadResult, phase: str, log: str) -> LoadResult:
@@ -189,15 +195,40 @@ def print_figures(
     rate = collector.per_second
     say(figure("collector reports/s", f"{rate:,.0f}", ">= 1,500", rate >= TARGET_RATE))
     say(figure("collector p50 latency", f"{p50 * 1000:.1f} ms", "-", None))
-    say(figure("collector p99 latency", f"{p99 * 1000:.1f} ms", "< 200 ms", p99 < TARGET_P99))
+    say(
+        figure(
+            "collector p99 latency",
+            f"{p99 * 1000:.1f} ms",
+            "< 200 ms",
+            p99 < TARGET_P99,
+        )
+    )
     say(_cpu_line("collector", collector))
-    say(figure("acknowledged samples durable", _durable_text(durable), "all", all_durable))
-    say(figure("bare uvicorn+FastAPI reports/s", f"{bare.per_second:,.0f}", "reference", None))
+    say(
+        figure(
+            "acknowledged samples durable", _durable_text(durable), "all", all_durable
+        )
+    )
+    say(
+        figure(
+            "bare uvicorn+FastAPI reports/s",
+            f"{bare.per_second:,.0f}",
+            "reference",
+            None,
+        )
+    )
     bare_p99 = percentile(bare.latencies, 0.99)
     say(figure("bare p99 latency", f"{bare_p99 * 1000:.1f} ms", "-", None))
     say(_cpu_line("bare app", bare))
     cpu_share = bare.server_ms_per_request / collector.server_ms_per_request
-    say(figure("collector / bare, by CPU per report", f"{cpu_share:.0%}", ">= 60 %", cpu_share >= TARGET_SHARE))
+    say(
+        figure(
+            "collector / bare, by CPU per report",
+            f"{cpu_share:.0%}",
+            ">= 60 %",
+            cpu_share >= TARGET_SHARE,
+        )
+    )
     say(figure("collector / bare", f"{share:.0%}", ">= 60 %", share >= TARGET_SHARE))
     say(
         figure(

@@ -340,6 +340,7 @@ def _ingest(state: Any, device: dict[str, Any], report: Report) -> ReportAnswer:
         duplicates=result.duplicates,
         next_report_in_seconds=_next_report_in(state.config, state.rng),
         instructions=result.instructions,
+        last_seq=result.last_seq,
     )
 
 

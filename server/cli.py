@@ -1,20 +1,34 @@
-"""``schoolmon-server``: run the collector and manage the school registry."""
+"""``schoolmon-server``: run the collector, manage the school registry, write the
+province report and print a district summary."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import platformdirs
+import requests
 from schoolmon.server.auth import ROLES, hash_secret, new_secret
-from schoolmon.server.clock import utcnow
-from schoolmon.server.config import Config, ConfigError, load_config
+from schoolmon.server.clock import parse_wire, to_wire, utcnow
+from schoolmon.server.config import LEVELS, Config, ConfigError, load_config
+from schoolmon.server.figures import (
+    detail_json,
+    district_report,
+    figures_for,
+    school_figures,
+    summary_json,
+)
+from schoolmon.server.policy import LAB_LEVELS
 from schoolmon.server.registry import RegistryError, import_registry
+from schoolmon.server.reporting import FORMATS, LANGS, render
+from schoolmon.server.simulate import simulate_command
 from schoolmon.server.storage import Storage, StorageError
 
 logger = logging.getLogger(__name__)
@@ -146,11 +160,239 @@ def schools_token(context: Context, code: str, role: str) -> None:
 
 @schools.command("list")
 @click.option("--all", "include_inactive", is_flag=True, help="Show inactive too.")
+@click.option("--level", help=f"Only schools of this level ({', '.join(LEVELS)}).")
+@click.option("--codes-only", is_flag=True, help="Print only the school codes.")
 @server_command
-def schools_list(context: Context, include_inactive: bool) -> None:
+def schools_list(
+    context: Context, include_inactive: bool, level: str | None, codes_only: bool
+) -> None:
     """List registered schools: code, level, commune, name (tab-separated)."""
+    if level is not None:
+        _check_choice("level", level, LEVELS)
     for school in context.storage().schools(active_only=not include_inactive):
+        if level is not None and school["level"] != level:
+            continue
         fields = [school["code"], school["level"], school["commune"], school["name"]]
         if include_inactive:
             fields.append("active" if school["active"] else "inactive")
-        click.echo("\t".join(fields))
+        click.echo(school["code"] if codes_only else "\t".join(fields))
+
+
+def _check_choice(what: str, value: str, accepted: Iterable[str]) -> None:
+    accepted = tuple(accepted)
+    if value not in accepted:
+        raise click.ClickException(
+            f"{what} {value!r} is unknown; accepted: {', '.join(accepted)}"
+        )
+
+
+def _instant(value: str | None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        return parse_wire(value)
+    except ValueError:
+        raise click.ClickException(
+            f"--at {value!r} is not an instant; give ISO 8601 such as "
+            "2026-12-01T10:00:00Z"
+        ) from None
+
+
+# The province report ------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--format", "fmt", default="xlsx", show_default=True, help="csv, xlsx or json."
+)
+@click.option("--lang", default="vi", show_default=True, help="vi or en.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="File to write (default: standard output).",
+)
+@click.option(
+    "--at", "at", help="End of the reporting period, ISO 8601 (default: now)."
+)
+@server_command
+def report(
+    context: Context, fmt: str, lang: str, out: str | None, at: str | None
+) -> None:
+    """Write the province report of the last 7 days (by default) of every school."""
+    _check_choice("report format", fmt, FORMATS)
+    _check_choice("report language", lang, LANGS)
+    stdout = click.get_binary_stream("stdout")
+    if out is None and fmt == "xlsx" and stdout.isatty():
+        raise click.ClickException(
+            "an XLSX report is binary and standard output is a terminal; "
+            "give --out FILE.xlsx"
+        )
+
+    now = _instant(at)
+    content = render(district_report(context.storage(), context.config, now), fmt, lang)
+    if out is None:
+        stdout.write(content)
+        stdout.flush()
+        return
+    try:
+        Path(out).write_bytes(content)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {out}: {error.strerror}") from error
+    logger.info("report written to %s", out)
+
+
+# A district summary for people --------------------------------------------------------
+
+
+@main.command()
+@click.option("--url", help="Collector base URL (instead of reading the database).")
+@click.option("--db", help="SQLite file (or SCHOOLMON_DB, or from the configuration).")
+@click.option("--config", "config_path", type=click.Path(), help="Collector TOML file.")
+@click.option("--school", "code", help="Show this school and its devices.")
+@click.option("--at", "at", help="Figures as of this instant, ISO 8601 (with --db).")
+def summary(
+    url: str | None,
+    db: str | None,
+    config_path: str | None,
+    code: str | None,
+    at: str | None,
+) -> None:
+    """Print a short summary of the district (or of one school) for people."""
+    if url and (db or at):
+        raise click.ClickException(
+            "--url reads the collector's figures now: give --db with --at"
+        )
+    source = _ApiSource(url) if url else _DbSource(config_path, db, _instant(at))
+    try:
+        if code is None:
+            _print_district(source.schools())
+        else:
+            _print_school(*source.school(code))
+    finally:
+        source.close()
+
+
+class _ApiSource:
+    """Figures from a running collector's HTTP API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+
+    def schools(self) -> list[dict[str, Any]]:
+        return self._get("/api/v1/schools")["schools"]
+
+    def school(self, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        detail = self._get(f"/api/v1/schools/{code}")
+        return detail, self._get(f"/api/v1/schools/{code}/devices")["devices"]
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _get(self, path: str) -> dict[str, Any]:
+        try:
+            answer = self.session.get(self.url + path, timeout=30)
+            body = answer.json()
+        except requests.RequestException as error:
+            raise click.ClickException(
+                f"cannot reach the collector at {self.url}: {error}"
+            ) from None
+        except ValueError:
+            raise click.ClickException(
+                f"{self.url}{path} did not answer JSON ({answer.status_code})"
+            ) from None
+        if answer.status_code != 200:
+            raise click.ClickException(
+                body.get("message", f"HTTP {answer.status_code}")
+            )
+        return body
+
+
+class _DbSource:
+    """Figures computed from the database, as the API would show them."""
+
+    def __init__(self, config_path: str | None, db: str | None, now: datetime) -> None:
+        self.context = Context(config_path, db or os.environ.get("SCHOOLMON_DB"))
+        self.now = now
+
+    def schools(self) -> list[dict[str, Any]]:
+        figures = school_figures(self.context.storage(), self.context.config, self.now)
+        return [f.info | {"figures": summary_json(f)} for f in figures.values()]
+
+    def school(self, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        storage = self.context.storage()
+        figures = figures_for(storage, self.context.config, self.now, code)
+        if figures is None:
+            raise click.ClickException(f"school {code!r} is not in the registry")
+        devices = [_wire_row(d) for d in storage.devices(code)]
+        return figures.info | {"figures": detail_json(figures)}, devices
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _wire_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_wire(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _print_district(schools: list[dict[str, Any]]) -> None:
+    figures = [s["figures"] for s in schools]
+    offline = [s["code"] for s in schools if s["figures"]["offline_now"]]
+    targets = [
+        s
+        for s in schools
+        if s["level"] in LAB_LEVELS and s["figures"]["lab_equipped"] is not None
+    ]
+    equipped = sum(1 for s in targets if s["figures"]["lab_equipped"])
+    connected = sum(1 for f in figures if f["connected"])
+    in_session = sum(1 for f in figures if f["in_session"])
+    click.echo(f"Schools: {len(schools)} ({in_session} in session now)")
+    click.echo(
+        f"Offline now: {len(offline)}" + (f" ({', '.join(offline)})" if offline else "")
+    )
+    click.echo(
+        f"Connected: {connected} of {len(schools)}{_share(connected, len(schools))}"
+    )
+    click.echo(
+        f"Equipped lab: {equipped} of {len(targets)} schools with a lab target"
+        f"{_share(equipped, len(targets))}"
+    )
+
+
+def _share(part: int, whole: int) -> str:
+    return f" ({100 * part / whole:.1f} %)" if whole else ""
+
+
+def _print_school(school: dict[str, Any], devices: list[dict[str, Any]]) -> None:
+    f = school["figures"]
+    ratio = f["uptime_ratio"]
+    where = f"{school['level']}, {school['commune']}"
+    click.echo(f"School {school['code']} {school['name']} ({where})")
+    click.echo(
+        f"In session: {_yes(f['in_session'])}; offline now: {_yes(f['offline_now'])}; "
+        f"last seen: {f['last_seen'] or 'never'}"
+    )
+    click.echo(
+        f"Internet now: {_up(f['internet_up'])}; uptime 7 d: "
+        f"{'unknown' if ratio is None else f'{100 * ratio:.1f} %'}; "
+        f"class: {f['connectivity_class']}; connected: {_yes(f['connected'])} "
+        f"({f['connected_why']['en']})"
+    )
+    click.echo(f"Equipped lab: {f['lab']['why']['en']}")
+    click.echo(f"Devices: {len(devices)}")
+    for device in devices:
+        click.echo(
+            f"  {device['id']}  {device['role']:<7}  {device['hostname'] or '-'}  "
+            f"last seen {device['last_seen_at'] or 'never'}"
+        )
+
+
+def _yes(value: bool | None) -> str:
+    return "unknown" if value is None else "yes" if value else "no"
+
+
+def _up(value: bool | None) -> str:
+    return "unknown" if value is None else "up" if value else "down"
+
+
+main.add_command(simulate_command)

@@ -50,6 +50,7 @@ from schoolmon.server.policy import (
     connectivity,
     lab_verdict,
 )
+from schoolmon.server.reporting import Report, SchoolRow, build_report
 from schoolmon.server.sessions import Interval, session_intervals
 from schoolmon.server.speedtest import plausibility_flags
 from schoolmon.server.storage import Storage
@@ -689,3 +690,36 @@ def _plain(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value.total_seconds()
     return value
+
+
+# The province report -----------------------------------------------------------------
+
+
+def report_row(figures: SchoolFigures) -> SchoolRow:
+    """The school's line of the province report."""
+    row = figures.info
+    return SchoolRow.from_verdicts(
+        code=row["code"],
+        name=row["name"],
+        level=row["level"],
+        commune=row["commune"],
+        connectivity=figures.connectivity,
+        connected=figures.connected,
+        lab=figures.lab,
+        pcs_by_role=figures.pcs_by_role(),
+        asset_events=sum(figures.asset_events.values()),
+        last_seen_at=figures.last_seen,
+    )
+
+
+def district_report(storage: Storage, config: Config, now: datetime) -> Report:
+    """The province report of every active school for the window ending at ``now``."""
+    figures = school_figures(storage, config, now)
+    return build_report(
+        [report_row(f) for f in figures.values()],
+        period_start=now - config.policy.uptime_window,
+        period_end=now,
+        generated_at=now,
+        policy=Policy.from_config(config),
+        timezone=config.sessions.timezone,
+    )

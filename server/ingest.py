@@ -64,6 +64,7 @@ class IngestResult:
     """
 
     device_id: str | None = None
+    last_seq: int | None = None
     accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     duplicates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     instructions: list[dict[str, Any]] = field(default_factory=list)
@@ -172,7 +173,11 @@ def ingest_report(
         tests = _store_samples(storage, target, school, report, received_at, result)
         _ingest_inventory(storage, target, report.inventory, received_at, result)
         skew = clocks.skew(report.sent_at, received_at)
-        storage.update_device(target["id"], **_device_update(report, received_at, skew))
+        result.last_seq = _last_seq(target, report)
+        update = _device_update(report, received_at, skew) | {
+            "last_seq": result.last_seq
+        }
+        storage.update_device(target["id"], **update)
         _schedule_speedtests(
             storage, target, school, tests, received_at, config, result
         )
@@ -183,6 +188,13 @@ def ingest_report(
         target["id"], target["school"], result.accepted, result.duplicates, skew,
     )  # fmt: skip
     return result
+
+
+def _last_seq(device: dict[str, Any], report: Report) -> int | None:
+    """The highest seq stored for the device, this report's samples included."""
+    seqs = [item.seq for item in (*report.probes, *report.speedtests)]
+    known = [seq for seq in (device.get("last_seq"), *seqs) if seq is not None]
+    return max(known, default=None)
 
 
 def _device_update(
@@ -409,7 +421,7 @@ def _placement(
     received_at: datetime,
     skew: float | None,
 ) -> dict[str, Any]:
-    """``placed_at`` and ``placed_by`` of a sample (design.md "Clocks")."""
+    """``placed_at`` and placement ``method`` of a sample (design.md "Clocks")."""
     placed_at, method = clocks.place(
         sample.monotonic,
         sample.boot_id,
@@ -420,7 +432,7 @@ def _placement(
         received_at,
         skew,
     )
-    return {"placed_at": placed_at, "placed_by": method, "received_at": received_at}
+    return {"placed_at": placed_at, "method": method, "received_at": received_at}
 
 
 def mend_legacy_report(document: Any) -> Any:

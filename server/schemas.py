@@ -428,6 +428,7 @@ class ReportAnswer(_Envelope):
     duplicates: Counts
     next_report_in_seconds: int
     instructions: list[Instruction] = Field(default_factory=list)
+    last_seq: int | None = None
 
 
 class ErrorAnswer(_Envelope):

@@ -92,8 +92,8 @@ SPEEDTEST_COLUMNS = (
     "flags",
 )
 
-# How ``clocks.place`` placed a sample (a column added by migration 3).
-PLACED_BY = "placed_by"
+# How ``clocks.place`` placed a sample (``clocks.METHODS``; added by migration 3).
+PLACEMENT_METHOD = "method"
 
 
 class StorageError(RuntimeError):
@@ -236,8 +236,8 @@ def _m2_zones_and_counters(db: sqlite_utils.Database) -> None:
 
 def _m3_placement_and_speedtest_state(db: sqlite_utils.Database) -> None:
     """How each sample was placed in time; each school's speed-test slot state."""
-    db["probe_samples"].add_column(PLACED_BY, str)
-    db["speedtests"].add_column(PLACED_BY, str)
+    db["probe_samples"].add_column(PLACEMENT_METHOD, str)
+    db["speedtests"].add_column(PLACEMENT_METHOD, str)
     db["speedtest_state"].create(
         {"school": str, "version": int, "state": str},
         pk="school",
@@ -245,10 +245,17 @@ def _m3_placement_and_speedtest_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m4_device_last_seq(db: sqlite_utils.Database) -> None:
+    """The highest sample seq stored per device: an agent whose state directory was
+    restored from a disk image learns from it that its counter went back."""
+    db["devices"].add_column("last_seq", int)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
     _m3_placement_and_speedtest_state,
+    _m4_device_last_seq,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -555,11 +562,15 @@ class Storage:
 
     def insert_probe_samples(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store samples not stored before (by device, run, seq); return how many."""
-        return self._insert_new("probe_samples", (*PROBE_COLUMNS, PLACED_BY), rows)
+        return self._insert_new(
+            "probe_samples", (*PROBE_COLUMNS, PLACEMENT_METHOD), rows
+        )
 
     def insert_speedtests(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store speed tests not stored before (device, run, seq); return how many."""
-        return self._insert_new("speedtests", (*SPEEDTEST_COLUMNS, PLACED_BY), rows)
+        return self._insert_new(
+            "speedtests", (*SPEEDTEST_COLUMNS, PLACEMENT_METHOD), rows
+        )
 
     def _insert_new(
         self, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
@@ -697,11 +708,14 @@ class Storage:
     def _usable_placement(self, table: str) -> tuple[str, list[str]]:
         """SQL keeping rows whose placement method is usable, once that column
         exists (rows stored before it, with no method, are kept)."""
-        if "method" not in self.db[table].columns_dict:
+        if PLACEMENT_METHOD not in self.db[table].columns_dict:
             return "", []
         methods = sorted(USABLE_METHODS)
         marks = ", ".join("?" for _ in methods)
-        return f" AND (method IS NULL OR method IN ({marks}))", methods
+        return (
+            f" AND ({PLACEMENT_METHOD} IS NULL OR {PLACEMENT_METHOD} IN ({marks}))",
+            methods,
+        )
 
     # Asset events ---------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ def test_enrollment_gives_a_credential_stored_only_as_a_hash(http, registered, c
             "enrolled_at": clock(),
             "last_seen_at": None,
             "last_skew_seconds": None,
+            "last_seq": None,
             "agent_version": "0.1.0",
             "boot_id": None,
             "health": None,
@@ -119,6 +120,7 @@ def test_batch_resend_is_stored_once_and_counted_as_duplicates(
             "duplicates": {"probes": 500, "speedtests": 0, "inventory": 0},
             "next_report_in_seconds": answer.json()["next_report_in_seconds"],
             "instructions": [],
+            "last_seq": 519,
         },
         520,
     )
@@ -197,6 +199,15 @@ def test_unicode_strings_are_byte_exact_from_report_to_api(
     ) == (UNICODE_PROGRAMS, [True] * 4, True)
 
 
+@pytest.fixture
+def config() -> Any:
+    """The default configuration without speed-test slots: these tests are about
+    the API's mechanics, and a slot's run_speedtest would join every answer."""
+    from schoolmon.server.config import Config
+
+    return Config.model_validate({"speedtest": {"slots_per_day": 0}})
+
+
 def section(hash_: str, data: Any = None, status: str = "ok", **extra: Any) -> dict:
     return {"status": status, "hash": hash_, "data": data} | extra
 
@@ -211,7 +222,7 @@ def post_inventory(http, device, clock, sections) -> dict[str, Any]:
 def test_unchanged_sections_keep_data_and_failed_sections_keep_the_last_good(
     http, device, registered, clock
 ):
-    """Known hash: data kept; failed section: last good data marked stale."""
+    """Known hash: data kept; failed section: last good data kept, failure noted."""
     cpu = {"model": "Intel Core i3-2120", "logical_cores": 4}
     first = post_inventory(
         http,
@@ -242,14 +253,18 @@ def test_unchanged_sections_keep_data_and_failed_sections_keep_the_last_good(
         1,
         [],
         {
-            "status": "timeout",
+            "status": "ok",
             "collected_at": None,
             "duration_seconds": None,
-            "error": "WMI timed out",
+            "error": None,
             "warnings": [],
             "hash": "c1",
             "data": cpu,
-            "stale": True,
+            "last_failure": {
+                "status": "timeout",
+                "error": "WMI timed out",
+                "collected_at": None,
+            },
         },
         {"programs": []},
         1,
@@ -637,6 +652,7 @@ def test_school_devices_outages_and_events(http, device, clock):
                 "id",
                 "identity",
                 "last_seen_at",
+                "last_seq",
                 "last_skew_seconds",
                 "role",
                 "school",

@@ -65,7 +65,7 @@ def slot_state(storage) -> SlotState:
 def speedtest_rows(storage) -> list[tuple]:
     return storage.db.execute(
         "SELECT device, ok, reason, download_bytes_per_second, "
-        "upload_bytes_per_second, latency_seconds, flags, placed_by FROM speedtests "
+        "upload_bytes_per_second, latency_seconds, flags, method FROM speedtests "
         "ORDER BY seq"
     ).fetchall()
 
@@ -153,7 +153,7 @@ def test_batch_resent_after_a_lost_answer_is_stored_once(http, registered, clock
     answer = agent.send(resend)
 
     rows = registered.db.execute(
-        "SELECT seq, placed_at, placed_by FROM probe_samples ORDER BY seq"
+        "SELECT seq, placed_at, method FROM probe_samples ORDER BY seq"
     ).fetchall()
     received = clock()
     assert (
@@ -241,9 +241,7 @@ def test_unreachable_server_sentinel_from_an_old_agent_is_a_failed_test(
     )
 
 
-def test_samples_of_earlier_boots_are_placed_by_skew_and_say_how(
-    http, registered, clock
-):
+def test_samples_of_earlier_boots_are_method_skew_and_say_how(http, registered, clock):
     """A PC whose clock is a year behind: earlier-boot samples are placed by this
     report's skew, then by the stored skew; a sample no correction can place is
     stored 'unplaced' at the receive time."""
@@ -268,7 +266,7 @@ def test_samples_of_earlier_boots_are_placed_by_skew_and_say_how(
     agent.send(second)
 
     rows = registered.db.execute(
-        "SELECT seq, placed_at, placed_by FROM probe_samples ORDER BY seq"
+        "SELECT seq, placed_at, method FROM probe_samples ORDER BY seq"
     ).fetchall()
     start = clock() - timedelta(minutes=10)
     assert rows == [

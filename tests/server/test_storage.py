@@ -41,36 +41,41 @@ def test_new_database_is_durable_wal_at_the_latest_schema(storage):
             "probe_samples",
             "schema_version",
             "schools",
+            "speedtest_state",
             "speedtests",
         ],
     )
 
 
 def test_database_one_version_behind_is_migrated_keeping_its_data(db_path: Path):
-    """A file at version N-1 gains version N's columns and tables, rows intact."""
+    """A file at version 2 gains the later columns and tables, rows intact."""
     old = connect(db_path)
-    migrate(old, target=SCHEMA_VERSION - 1)
+    migrate(old, target=2)
     old.execute(
         "INSERT INTO schools (code, name, level, commune, active, updated_at) "
         "VALUES ('C01', 'Trường THCS Cẩm Phúc', 'lower_secondary', 'Cẩm Phúc', 1, "
         "'2026-12-01T02:00:00.000000Z')"
     )
-    old_version, old_tables = schema_version(old), set(old.table_names())
+    old_facts = (
+        schema_version(old),
+        "speedtest_state" in old.table_names(),
+        "method" in old["probe_samples"].columns_dict,
+    )
     old.close()
 
     storage = Storage(db_path)
 
     assert (
-        old_version,
-        "counters" in old_tables,
+        old_facts,
         schema_version(storage.db),
         [(s["code"], s["name"], s["timezone"]) for s in storage.schools()],
-        "counters" in storage.db.table_names(),
+        "speedtest_state" in storage.db.table_names(),
+        "method" in storage.db["probe_samples"].columns_dict,
     ) == (
-        SCHEMA_VERSION - 1,
-        False,
+        (2, False, False),
         SCHEMA_VERSION,
         [("C01", "Trường THCS Cẩm Phúc", None)],
+        True,
         True,
     )
     storage.close()
