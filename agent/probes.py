@@ -187,11 +187,16 @@ def probe_cycle(
     monotonic: Callable[[], float],
     allocate_seq: Callable[[int], int],
 ) -> list[dict[str, Any]]:
-    """Probe every target; return the stamped samples in order."""
+    """Probe every target; return the stamped samples in order.
+
+    A target's samples carry the moment its checks began: a cycle that times out on
+    a cut link observed the cut when it started, not when the timeouts ran out.
+    """
     samples = []
     for target in targets:
+        began = (wall(), monotonic())
         for check in prober.check(target):
-            samples.append(_sample(target, check, run, cycle, boot, wall, monotonic))
+            samples.append(_sample(target, check, run, cycle, boot, began))
     first = allocate_seq(len(samples)) if samples else 0
     for offset, sample in enumerate(samples):
         sample["seq"] = first + offset
@@ -210,15 +215,15 @@ def _sample(
     run: str,
     cycle: int,
     boot: str,
-    wall: Callable[[], float],
-    monotonic: Callable[[], float],
+    began: tuple[float, float],
 ) -> dict[str, Any]:
+    wall, monotonic = began
     return {
         "run": run,
         "seq": None,
         "cycle": cycle,
-        "wall_time": iso_utc(wall()),
-        "monotonic": round(monotonic(), 6),
+        "wall_time": iso_utc(wall),
+        "monotonic": round(monotonic, 6),
         "boot_id": boot,
         "target": target.name,
         "scope": target.scope,

@@ -332,10 +332,12 @@ class Agent:
         """Repeat cycles until ``stop`` is set; sleeps through the injected sleep."""
         logger.info("agent run %s started", self.run_id)
         while not stop.is_set():
+            started = self.monotonic()
             outcome = self.cycle()
             if stop.is_set():
                 break
-            self.sleep(outcome.next_in_seconds)
+            spent = self.monotonic() - started
+            self.sleep(max(0.0, outcome.next_in_seconds - spent))
         logger.info(
             "agent run %s stopped after %d cycles", self.run_id, self.cycle_number
         )

@@ -1,6 +1,6 @@
 """Database bytes per device per day after a simulated month of 5-minute reports.
 
-    python bench/storage_growth.py [--devices 3] [--days 30] [--quick]
+    python bench/storage_growth.py [--devices 2] [--days 30] [--quick]
 
 The collector app (``create_app`` with an injected clock, SQLite file) receives,
 through its real HTTP handlers in-process, what a school's PCs send on an
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=3)
+    parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--every", type=int, default=7, help="days between sizes")
     parser.add_argument("--retention-days", type=int, default=8)

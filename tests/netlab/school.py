@@ -56,6 +56,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from schoolmon.agent.config import AgentConfig, Timeouts
 from schoolmon.agent.outbox import Outbox
 from schoolmon.agent.state import Credential, State
 from schoolmon.server.clock import parse_wire, to_storage
@@ -71,7 +72,6 @@ CHECK_PATH = "/generate_204"
 CLONE_NEWNET = 0x40000000
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAY = {day: ["00:00-24:00"] for day in WEEKDAYS}
-DEFAULT_INTERVAL = 300.0  # the agent's default probe interval, seconds
 SCHOOL_LINK = LinkSpec(100)  # Mbit/s both ways, no added delay
 CUT_DEVICE = {"upstream": "c", "school": "b"}
 REGISTRY = (
@@ -104,11 +104,17 @@ def collector_config(
     )
 
 
+def default_timeouts() -> tuple[float, float, float]:
+    """The agent's default connect, probe and read timeouts (seconds)."""
+    defaults = Timeouts()
+    return defaults.connect_seconds, defaults.probe_seconds, defaults.read_seconds
+
+
 def scaled_timeouts(interval: float) -> tuple[float, float, float]:
-    """Connect, probe and read timeouts in the same proportion to ``interval`` as
-    the agent's defaults (10, 10 and 30 s) are to its default 300 s interval."""
-    scale = interval / DEFAULT_INTERVAL
-    return (10 * scale, 10 * scale, 30 * scale)
+    """The default timeouts in the same proportion to ``interval`` as they are to
+    the agent's default interval (10, 10, 30 s to 300 s)."""
+    scale = interval / AgentConfig().interval_seconds
+    return tuple(timeout * scale for timeout in default_timeouts())
 
 
 def agent_config(
@@ -289,7 +295,7 @@ def make_pc(workdir: Path, index: int, config: Path, targets: Sequence[str]) -> 
 
 def _fake_value(target: str, index: int) -> str:
     if target.endswith("vpd_pg80"):
-        return ""  # an unreadable page: the serial comes from the file above it
+        return ""  # an empty page: no serial shared with the other PCs
     if target.endswith("product_uuid"):
         return f"5c0e1a2b-0000-4000-8000-{index:012d}\n"
     if target == "/etc/machine-id":
@@ -661,15 +667,18 @@ def _wait_up_cycles(school: School, since: float, cycles: int) -> None:
     """Wait until every PC has ``cycles`` stored cycles that reached the Internet
     after ``since``."""
     wanted = len(school.pcs)
-    wait_until(
-        lambda: (
-            sum(n >= cycles for n in school.up_cycles_since(since).values()) == wanted
-        ),
-        timeout=school.interval * (cycles + 3),
-        interval=0.2,
-        message=f"not all {wanted} agents delivered {cycles} good cycles: "
-        f"{school.logs()}",
-    )
+    try:
+        wait_until(
+            lambda: (
+                sum(n >= cycles for n in school.up_cycles_since(since).values())
+                == wanted
+            ),
+            timeout=school.interval * (cycles + 3),
+            interval=0.2,
+        )
+    except TimeoutError:
+        message = f"not all {wanted} agents delivered {cycles} good cycles"
+        raise TimeoutError(f"{message}\n{school.logs()}") from None
 
 
 def _last_seen_at(school: School, at: float) -> float:

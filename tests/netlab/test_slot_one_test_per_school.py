@@ -34,6 +34,7 @@ from tests.netlab.school import (
     School,
     SchoolSetup,
     collector_config,
+    default_timeouts,
     school_behind_link,
     wait_for_time,
     wall_time,
@@ -52,7 +53,6 @@ INTERVAL = 60
 SESSION = timedelta(minutes=30)  # one period today: three slots of ten minutes
 LEAD = timedelta(seconds=20)  # from now to the slot's moment: link, collector, enroll
 LINK = LinkSpec(20)
-DEFAULT_TIMEOUTS = (10.0, 10.0, 30.0)  # 25 first reports at once: the agent's own
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class SlotRounds:
 
 def noon_zone(at: datetime) -> str:
     """An ``Etc/GMT`` zone in which ``at`` falls between 11:30 and 12:30."""
-    offset = round(12 - at.astimezone(UTC).hour - at.minute / 60)
-    offset = max(-12, min(14, offset))
+    utc = at.astimezone(UTC)
+    offset = max(-12, min(12, round(12 - utc.hour - utc.minute / 60)))
     return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
 
@@ -102,7 +102,8 @@ def rounds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlotRounds]:
     toml, slot = timetable_for(moment)
     assert slot.moment == moment, "the timetable puts the slot's moment at `moment`"
     workdir: Path = tmp_path_factory.mktemp("slot")
-    setup = SchoolSetup(AGENTS, INTERVAL, toml, DEFAULT_TIMEOUTS, LINK, CODE)
+    # 25 first reports at once on two cores: the agent's own timeouts
+    setup = SchoolSetup(AGENTS, INTERVAL, toml, default_timeouts(), LINK, CODE)
     with school_behind_link(workdir, setup) as school:
         assert _speedtests(school) == [], "nothing ran before the slot opened"
         wait_for_time(moment.timestamp())
@@ -174,13 +175,11 @@ def test_the_one_speed_test_ran_across_the_link_in_the_slot(rounds: SlotRounds) 
 
 def test_the_other_pcs_keep_probing(rounds: SlotRounds) -> None:
     """Every PC delivered both rounds and has two probe cycles stored."""
-    delivered = {
-        i: (rounds.first[i].returncode, rounds.second[i].returncode)
-        for i in rounds.first
-    }
+    runs = [*rounds.first.items(), *rounds.second.items()]
+    failed = {i: run.stderr[-500:] for i, run in runs if run.returncode != 0}
 
-    assert (delivered, rounds.cycles_per_device) == (
-        dict.fromkeys(rounds.first, (0, 0)),
+    assert (failed, rounds.cycles_per_device) == (
+        {},
         dict.fromkeys(rounds.devices.values(), 2),
     )
 
