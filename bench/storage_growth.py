@@ -282,7 +282,7 @@ def print_figures(args: argparse.Namespace, snapshots: list[Snapshot]) -> None:
         growth = (snap.file_bytes - previous.file_bytes) / devices / days
         say(
             figure(
-                f"day {snap.day:>2}: {snap.file_bytes / 1e6:.1f} MB; growth since "
+                f"day {snap.day}: {snap.file_bytes / 1e6:.1f} MB; growth since "
                 f"day {previous.day}",
                 f"{growth / 1024:.1f} KiB/dev/day",
                 "< 20 KiB/dev/day",

@@ -96,6 +96,22 @@ SPEEDTEST_COLUMNS = (
 PLACEMENT_METHOD = "method"
 
 
+INVENTORY_FACTS = (
+    ("system", "bios_date"),
+    ("cpu", "logical_cores"),
+    ("memory", "installed_bytes"),
+    ("memory", "usable_bytes"),
+    ("disks", "physical"),
+    ("disks", "volumes"),
+    ("os", "family"),
+    ("os", "name"),
+    ("os", "version"),
+    ("os", "build"),
+    ("os", "vendor_supported"),
+)
+"""Inventory fields the headline figures read: (section, field)."""
+
+
 class StorageError(RuntimeError):
     """The database cannot be used as asked; the message says why."""
 
@@ -667,25 +683,20 @@ class Storage:
 
     def inventory_facts(self, school: str | None = None) -> dict[str, dict[str, Any]]:
         """Per device of every active school (or only ``school``): the inventory
-        sections the figures read (``system``, ``cpu``, ``memory``, ``disks``,
-        ``os``), without the software list."""
+        fields the figures read, as bare section data ``{section: {field: value}}``.
+
+        Only those fields leave the database (one JSON parse per inventory), never
+        the software list or the rest of a large inventory.
+        """
         scope, params = self._school_scope(school, column="d.school")
-        names = ("system", "cpu", "memory", "disks", "os")
-        columns = ", ".join(f"json_extract(i.sections, '$.{n}')" for n in names)
+        paths = ", ".join(f"'$.{s}.data.{f}'" for s, f in INVENTORY_FACTS)
         sql = (
-            f"SELECT i.device, {columns} FROM inventories i "
+            f"SELECT i.device, json_extract(i.sections, {paths}) FROM inventories i "
             f"JOIN devices d ON d.id = i.device WHERE {scope}"
         )
         with self._lock:
             rows = self.db.execute(sql, params).fetchall()
-        return {
-            row[0]: {
-                name: json.loads(text)
-                for name, text in zip(names, row[1:], strict=True)
-                if text is not None
-            }
-            for row in rows
-        }
+        return {device: _facts_sections(json.loads(values)) for device, values in rows}
 
     def asset_event_counts_between(
         self, start: datetime, end: datetime
@@ -837,3 +848,11 @@ def _decode_value(name: str, value: Any) -> Any:
     if name.endswith("_at") or name in TIME_COLUMNS:
         return from_storage(value)
     return value
+
+
+def _facts_sections(values: list[Any]) -> dict[str, Any]:
+    sections: dict[str, Any] = {}
+    for (section, name), value in zip(INVENTORY_FACTS, values, strict=True):
+        if value is not None:
+            sections.setdefault(section, {})[name] = value
+    return sections

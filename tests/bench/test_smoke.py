@@ -110,8 +110,8 @@ def test_storage_growth_quick_prints_growth_per_device_and_day() -> None:
 
     names = set(_figures(lines))
     assert lines[0].startswith("storage growth benchmark: ")
-    assert any(name.startswith("day  1: ") for name in names)
-    assert any(name.startswith("day  2: ") for name in names)
+    assert any(name.startswith("day 1: ") for name in names)
+    assert any(name.startswith("day 2: ") for name in names)
     assert any("probe_samples" in line for line in lines)
     assert any(
         name.startswith("with 8-day raw probes + hourly roll-up") for name in names
