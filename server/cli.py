@@ -15,7 +15,7 @@ from typing import Any
 import click
 import platformdirs
 import requests
-from schoolmon.server.auth import ROLES, hash_secret, new_secret
+from schoolmon.server.auth import ROLES, hash_secret
 from schoolmon.server.clock import parse_wire, to_wire, utcnow
 from schoolmon.server.config import LEVELS, Config, ConfigError, load_config
 from schoolmon.server.figures import (
@@ -26,7 +26,11 @@ from schoolmon.server.figures import (
     summary_json,
 )
 from schoolmon.server.policy import LAB_LEVELS
-from schoolmon.server.registry import RegistryError, import_registry
+from schoolmon.server.registry import (
+    RegistryError,
+    import_registry,
+    issue_enrollment_tokens,
+)
 from schoolmon.server.reporting import FORMATS, LANGS, render
 from schoolmon.server.simulate import simulate_command
 from schoolmon.server.storage import Storage, StorageError
@@ -92,6 +96,7 @@ def server_command(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group()
+@click.version_option(package_name="schoolmon", prog_name="schoolmon-server")
 @click.option("-v", "--verbose", is_flag=True, help="Log detail (DEBUG).")
 def main(verbose: bool) -> None:
     """schoolmon collector: stores agents' reports and serves the figures."""
@@ -147,15 +152,40 @@ def schools_import(context: Context, file: str) -> None:
 @server_command
 def schools_token(context: Context, code: str, role: str) -> None:
     """Print a new enrollment token for school CODE (alone on standard output)."""
+    try:
+        tokens = issue_enrollment_tokens(context.storage(), [(code, role)], utcnow())
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(tokens[(code, role)])
+
+
+@schools.command("revoke-token")
+@click.argument("token")
+@server_command
+def schools_revoke_token(context: Context, token: str) -> None:
+    """Revoke an enrollment TOKEN (PCs enrolled with it keep their credentials)."""
+    if not context.storage().revoke_enrollment_token(hash_secret(token), utcnow()):
+        raise click.ClickException("no live enrollment token matches; nothing revoked")
+    click.echo("enrollment token revoked")
+
+
+@main.group()
+def devices() -> None:
+    """Enrolled devices."""
+
+
+@devices.command("revoke")
+@click.argument("device_id")
+@server_command
+def devices_revoke(context: Context, device_id: str) -> None:
+    """Revoke DEVICE_ID's credential: its reports are refused (401) from now on."""
     storage = context.storage()
-    school = storage.school(code)
-    if school is None or not school["active"]:
-        state = "is not in the registry" if school is None else "is inactive"
-        raise click.ClickException(f"school {code!r} {state}; see 'schools list'")
-    token = new_secret()
-    storage.add_enrollment_token(hash_secret(token), code, role, utcnow())
-    logger.info("enrollment token created for school %s, role %s", code, role)
-    click.echo(token)
+    if storage.device(device_id) is None:
+        raise click.ClickException(f"device {device_id!r} is not enrolled")
+    if not storage.revoke_device_credential(device_id, utcnow()):
+        raise click.ClickException(f"device {device_id!r} is already revoked")
+    logger.info("credential of device %s revoked", device_id)
+    click.echo(f"device {device_id} revoked")
 
 
 @schools.command("list")

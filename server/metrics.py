@@ -79,6 +79,17 @@ def _timestamp(instant: datetime | None) -> float:
     return instant.timestamp() if instant is not None else 0.0
 
 
+SCHOOL_INFO_HELP = (
+    "A registered active school (always 1); latitude and longitude in decimal "
+    "degrees from the registry, left out when the registry has none."
+)
+INFO_LABELS = (
+    ("school", "code"),
+    ("name", "name"),
+    ("level", "level"),
+    ("commune", "commune"),
+)
+
 # One value per school: (name, HELP, value).
 SCHOOL_GAUGES: tuple[tuple[str, str, Value], ...] = (
     (
@@ -270,15 +281,7 @@ def _gauge(name: str, documentation: str, labels: Iterable[str]) -> GaugeMetricF
 
 def school_families(figures: list[SchoolFigures]) -> Iterator[Metric]:
     """Per-school gauges of SPEC.md and the design catalog, every school listed."""
-    info = _gauge(
-        "school_info",
-        "A registered active school (always 1).",
-        ["school", "name", "level", "commune"],
-    )
-    for school in figures:
-        row = school.info
-        info.add_metric([school.code, row["name"], row["level"], row["commune"]], 1)
-    yield info
+    yield school_info_family(figures)
 
     for name, documentation, value in SCHOOL_GAUGES:
         family = _gauge(name, documentation, ["school"])
@@ -292,6 +295,23 @@ def school_families(figures: list[SchoolFigures]) -> Iterator[Metric]:
             for key, number in values(school).items():
                 family.add_metric([school.code, *key], number)
         yield family
+
+
+def school_info_family(figures: list[SchoolFigures]) -> Metric:
+    """One series per school; ``latitude``/``longitude`` only where the registry
+    knows them (an absent label is what Prometheus makes of an empty one)."""
+    info = _gauge("school_info", SCHOOL_INFO_HELP, [])
+    for school in figures:
+        info.add_sample("schoolmon_school_info", _info_labels(school.info), 1)
+    return info
+
+
+def _info_labels(row: Mapping[str, Any]) -> dict[str, str]:
+    labels = {key: row[column] for key, column in INFO_LABELS}
+    for key in ("latitude", "longitude"):
+        if row.get(key) is not None:
+            labels[key] = repr(float(row[key]))
+    return labels
 
 
 def asset_events_family(

@@ -13,12 +13,13 @@ import io
 import logging
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from schoolmon.server.auth import hash_secret, new_secret
 from schoolmon.server.config import LEVELS
 from schoolmon.server.storage import ImportSummary, Storage
 
@@ -261,3 +262,27 @@ READERS: dict[str, Callable[[Cell], Any]] = {
     "latitude": _bounded(-90, 90, "20.95"),
     "longitude": _bounded(-180, 180, "106.21"),
 }
+
+
+def issue_enrollment_tokens(
+    storage: Storage, wanted: Iterable[tuple[str, str]], now: datetime
+) -> dict[tuple[str, str], str]:
+    """New enrollment tokens for ``(school code, role)`` pairs, in one transaction.
+
+    Each token is shown only here; the database keeps its hash. A school that is not
+    an active school of the registry gets none: RegistryError names it.
+    """
+    tokens = {}
+    with storage.transaction():
+        active = {row["code"] for row in storage.schools(active_only=True)}
+        for code, role in wanted:
+            if code not in active:
+                state = (
+                    "is inactive" if storage.school(code) else "is not in the registry"
+                )
+                raise RegistryError([f"school {code!r} {state}; see 'schools list'"])
+            token = new_secret()
+            storage.add_enrollment_token(hash_secret(token), code, role, now)
+            tokens[(code, role)] = token
+    logger.info("%d enrollment tokens created", len(tokens))
+    return tokens

@@ -36,10 +36,13 @@ from zoneinfo import ZoneInfo
 
 import click
 import requests
-from schoolmon.server.auth import hash_secret, new_secret
 from schoolmon.server.clock import utcnow
 from schoolmon.server.config import LEVELS
-from schoolmon.server.registry import RegistryError, read_registry
+from schoolmon.server.registry import (
+    RegistryError,
+    issue_enrollment_tokens,
+    read_registry,
+)
 from schoolmon.server.simulate_hardware import (
     GIB,
     HUGE_SOFTWARE_PROGRAMS,
@@ -1254,22 +1257,18 @@ def tokens_from_db(
 def _create_tokens(
     storage: Storage, schools: Sequence[School], now: datetime
 ) -> dict[str, str]:
-    tokens = {}
-    with storage.transaction():
-        active = {row["code"] for row in storage.schools(active_only=True)}
-        for school in schools:
-            if school.code not in active:
-                logger.warning(
-                    "no token for school %s: not an active school of the registry",
-                    school.code,
-                )
-                continue
-            for role in _school_roles(school):
-                token = new_secret()
-                storage.add_enrollment_token(hash_secret(token), school.code, role, now)
-                tokens[f"{school.code}:{role}"] = token
-    logger.info("%d enrollment tokens created in %s", len(tokens), storage.path)
-    return tokens
+    active = {row["code"] for row in storage.schools(active_only=True)}
+    wanted = []
+    for school in schools:
+        if school.code not in active:
+            logger.warning(
+                "no token for school %s: not an active school of the registry",
+                school.code,
+            )
+            continue
+        wanted += [(school.code, role) for role in _school_roles(school)]
+    tokens = issue_enrollment_tokens(storage, wanted, now)
+    return {f"{code}:{role}": token for (code, role), token in tokens.items()}
 
 
 def _school_roles(school: School) -> tuple[str, ...]:

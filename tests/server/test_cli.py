@@ -166,3 +166,44 @@ def test_serve_runs_a_collector_process_that_answers(db_path: Path, tmp_path: Pa
         process.returncode is not None,
         scrapes,
     ) == ({"status": "ok", "service": "schoolmon"}, True, True, [1])
+
+
+def test_revoked_token_and_revoked_device_are_refused_by_the_collector(
+    db_path: Path, tmp_path: Path
+):
+    """A revoked enrollment token no longer enrolls; a revoked device gets 401."""
+    env = {"SCHOOLMON_DB": str(db_path)}
+    run("schools", "import", str(FIXTURES / "excel_bom_semicolon_crlf.csv"), env=env)
+    token = run("schools", "token", "C01", env=env).stdout.strip()
+    with collector_process(db_path) as (url, _process):
+        enrolled = httpx.post(
+            f"{url}/api/v1/enroll", json={"token": token, "identity": {}}
+        ).json()
+        revoked_device = run("devices", "revoke", enrolled["device_id"], env=env)
+        again = run("devices", "revoke", enrolled["device_id"], env=env)
+        revoked_token = run("schools", "revoke-token", token, env=env)
+        unknown = run("schools", "revoke-token", "not-a-token", env=env)
+        report = httpx.post(
+            f"{url}/api/v1/reports",
+            json={"schema": 1},
+            headers={"Authorization": f"Bearer {enrolled['credential']}"},
+        )
+        enroll = httpx.post(
+            f"{url}/api/v1/enroll", json={"token": token, "identity": {}}
+        )
+
+    assert (
+        (revoked_device.exit_code, revoked_device.stdout),
+        (again.exit_code, again.stderr),
+        (revoked_token.exit_code, revoked_token.stdout),
+        (unknown.exit_code, unknown.stderr),
+        (report.status_code, report.json()["error"]),
+        (enroll.status_code, enroll.json()["error"]),
+    ) == (
+        (0, f"device {enrolled['device_id']} revoked\n"),
+        (1, f"Error: device {enrolled['device_id']!r} is already revoked\n"),
+        (0, "enrollment token revoked\n"),
+        (1, "Error: no live enrollment token matches; nothing revoked\n"),
+        (401, "revoked_credential"),
+        (401, "revoked_token"),
+    )

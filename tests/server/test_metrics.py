@@ -141,6 +141,42 @@ def test_exact_school_samples_of_a_small_district(http, registered, config, cloc
     )
 
 
+def test_school_info_carries_coordinates_only_where_the_registry_has_them(
+    registered, config, clock
+):
+    """schoolmon_school_info has one series per school with name, level and commune;
+    latitude and longitude only for a school the registry places on the map."""
+    placed = {"code": "C01", "latitude": 20.91718, "longitude": 106.20722}
+    registered.import_schools(
+        [placed, {"code": "C02"}, {"code": "C03"}], clock()
+    )
+
+    text = scrape(registered, config, clock)
+
+    assert samples(text, "schoolmon_school_info") == {
+        (
+            ("commune", "Cẩm Phúc"),
+            ("latitude", "20.91718"),
+            ("level", "primary"),
+            ("longitude", "106.20722"),
+            ("name", "Trường Tiểu học Cẩm Phúc"),
+            ("school", "C01"),
+        ): 1.0,
+        (
+            ("commune", "Cẩm Phúc"),
+            ("level", "lower_secondary"),
+            ("name", "Trường THCS Cẩm Phúc"),
+            ("school", "C02"),
+        ): 1.0,
+        (
+            ("commune", "Cẩm Điền"),
+            ("level", "preschool"),
+            ("name", "Trường Mầm non Cẩm Điền"),
+            ("school", "C03"),
+        ): 1.0,
+    }
+
+
 def test_silent_schools_export_every_labelled_family(registered, config, clock):
     """Schools that never reported keep a series in every labelled family: class
     unknown, lab targets from the registry, empty buckets."""
