@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,11 +216,6 @@ def post_request(port: int, path: str, body: bytes, credential: str) -> bytes:
     return head.encode("ascii") + body
 
 
-def get_request(port: int, path: str) -> bytes:
-    """A whole HTTP/1.1 GET."""
-    return f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode("ascii")
-
-
 @dataclass
 class LoadResult:
     """What one load phase measured."""
@@ -349,10 +344,3 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 def split_round_robin(items: Sequence[Any], parts: int) -> list[list[Any]]:
     """``items`` dealt into ``parts`` lists, keeping their order within each."""
     return [list(items[i::parts]) for i in range(parts)]
-
-
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    """Call ``function``; return its result and the wall seconds it took."""
-    started = time.perf_counter()
-    value = function()
-    return value, time.perf_counter() - started

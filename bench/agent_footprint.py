@@ -8,9 +8,10 @@ with ``schoolmon-agent enroll``, probes the collector and a local stand-in for t
 Internet targets (the collector's /healthz; there is no Internet here). Measured:
 
 - ``schoolmon-agent once`` twice (the first cycle collects the inventory, the second
-  is a normal cycle), and ``once --dry-run``: whole-process peak RSS (VmHWM polled
-  from /proc/<pid>/status, and ru_maxrss from wait4, which includes children such as
-  dpkg-query) and CPU seconds (psutil while running; wait4 for the total);
+  is a normal cycle), and ``once --dry-run``: peak RSS (VmHWM polled from
+  /proc/<pid>/status; ru_maxrss is not used, Linux carries it over from the forking
+  parent) and CPU seconds (psutil while running; wait4 at exit adds children such
+  as dpkg-query);
 - ``schoolmon-agent run`` for ``--run-cycles`` cycles: CPU of each cycle (between two
   deliveries, seen in agent.log) and CPU while idle between cycles;
 - ``prometheus-node-exporter`` serving one scrape: its RSS after the scrape and the

@@ -110,6 +110,7 @@ INVENTORY_FACTS = (
     ("os", "vendor_supported"),
 )
 """Inventory fields the headline figures read: (section, field)."""
+_FACT_PATHS = ", ".join(f"'$.{s}.data.{f}'" for s, f in INVENTORY_FACTS)
 
 
 class StorageError(RuntimeError):
@@ -126,6 +127,81 @@ class ImportSummary:
     unchanged: list[str] = field(default_factory=list)
     reactivated: list[str] = field(default_factory=list)
     deactivated: list[str] = field(default_factory=list)
+
+
+# Probe cycles -----------------------------------------------------------------------
+#
+# One row per (device, cycle key) holds what the cycle's verdict needs (design.md:
+# a cycle reached the Internet when any internet-scope https sample in it is ok; a
+# cycle without any internet-scope sample is judged by its collector-scope https
+# samples): its first instant, whether it has an internet-scope sample, and the first
+# ok https instant per scope. ``verdict_at`` (the first qualifying ok instant, else
+# the first instant) and ``reached`` follow from them. A sample stored late, in
+# another report, updates its cycle. ``first_sample`` and ``last_sample`` are the
+# rowids of the samples that created and last changed the row, so a reader can ask
+# what changed since it last looked. Samples whose placement is unusable
+# (``clocks.USABLE_METHODS``) are left out, as the figures leave them out.
+
+_USABLE = ", ".join(f"'{method}'" for method in sorted(USABLE_METHODS))
+_CYCLE_KEY = "{p}run || '/' || COALESCE({p}cycle, 's' || {p}seq)"
+_OK_AT = "CASE WHEN {p}ok AND {p}kind = 'https' AND {p}scope = '{scope}' THEN {p}placed_at END"
+_VERDICT_OK = "CASE WHEN has_internet THEN internet_ok_at ELSE collector_ok_at END"
+
+PROBE_CYCLES_TABLE = f"""
+CREATE TABLE probe_cycles (
+    device TEXT NOT NULL,
+    cycle_key TEXT NOT NULL,
+    school TEXT NOT NULL,
+    first_at TEXT NOT NULL,
+    has_internet INTEGER NOT NULL,
+    internet_ok_at TEXT,
+    collector_ok_at TEXT,
+    first_sample INTEGER NOT NULL,
+    last_sample INTEGER NOT NULL,
+    verdict_at TEXT GENERATED ALWAYS AS (COALESCE({_VERDICT_OK}, first_at)) STORED,
+    reached INTEGER GENERATED ALWAYS AS ({_VERDICT_OK} IS NOT NULL) STORED,
+    PRIMARY KEY (device, cycle_key)
+)"""
+
+_CYCLE_COLUMNS = (
+    "device, cycle_key, school, first_at, has_internet, internet_ok_at, "
+    "collector_ok_at, first_sample, last_sample"
+)
+
+PROBE_CYCLES_BACKFILL = f"""
+INSERT INTO probe_cycles ({_CYCLE_COLUMNS})
+SELECT device, {_CYCLE_KEY.format(p="")}, MIN(school), MIN(placed_at),
+    MAX(COALESCE(scope = 'internet', 0)),
+    MIN({_OK_AT.format(p="", scope="internet")}),
+    MIN({_OK_AT.format(p="", scope="collector")}),
+    MIN(rowid), MAX(rowid)
+FROM probe_samples
+WHERE {PLACEMENT_METHOD} IS NULL OR {PLACEMENT_METHOD} IN ({_USABLE})
+GROUP BY device, {_CYCLE_KEY.format(p="")}"""
+
+PROBE_CYCLES_TRIGGER = f"""
+CREATE TRIGGER probe_cycles_follow_samples AFTER INSERT ON probe_samples
+WHEN NEW.{PLACEMENT_METHOD} IS NULL OR NEW.{PLACEMENT_METHOD} IN ({_USABLE})
+BEGIN
+    INSERT INTO probe_cycles ({_CYCLE_COLUMNS})
+    VALUES (
+        NEW.device, {_CYCLE_KEY.format(p="NEW.")}, NEW.school, NEW.placed_at,
+        COALESCE(NEW.scope = 'internet', 0),
+        {_OK_AT.format(p="NEW.", scope="internet")},
+        {_OK_AT.format(p="NEW.", scope="collector")},
+        NEW.rowid, NEW.rowid
+    )
+    ON CONFLICT (device, cycle_key) DO UPDATE SET
+        first_at = MIN(first_at, excluded.first_at),
+        has_internet = MAX(has_internet, excluded.has_internet),
+        internet_ok_at = COALESCE(
+            MIN(internet_ok_at, excluded.internet_ok_at),
+            internet_ok_at, excluded.internet_ok_at),
+        collector_ok_at = COALESCE(
+            MIN(collector_ok_at, excluded.collector_ok_at),
+            collector_ok_at, excluded.collector_ok_at),
+        last_sample = excluded.last_sample;
+END"""
 
 
 # Migrations -------------------------------------------------------------------------
@@ -267,11 +343,22 @@ def _m4_device_last_seq(db: sqlite_utils.Database) -> None:
     db["devices"].add_column("last_seq", int)
 
 
+def _m5_probe_cycles(db: sqlite_utils.Database) -> None:
+    """Each probe cycle's verdict, kept by a trigger on ``probe_samples`` in the
+    transaction that stores a sample, and filled from the samples already stored."""
+    db.execute(PROBE_CYCLES_TABLE)
+    db.execute("CREATE INDEX probe_cycles_school ON probe_cycles (school, verdict_at)")
+    db.execute("CREATE INDEX probe_cycles_last_sample ON probe_cycles (last_sample)")
+    db.execute(PROBE_CYCLES_BACKFILL)
+    db.execute(PROBE_CYCLES_TRIGGER)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
     _m3_placement_and_speedtest_state,
     _m4_device_last_seq,
+    _m5_probe_cycles,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -287,6 +374,16 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     db.execute("PRAGMA synchronous = FULL")
     db.execute("PRAGMA foreign_keys = ON")
     return db
+
+
+def reader_connection(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file at ``path`` (one per thread)."""
+    conn = sqlite3.connect(
+        str(path), check_same_thread=False, isolation_level=None, timeout=10
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only = 1")
+    return conn
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -323,7 +420,10 @@ def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
 
 
 class Storage:
-    """The collector's database. Thread-safe: one connection behind a lock."""
+    """The collector's database. Thread-safe: writes go through one connection behind
+    a lock; reads outside a write transaction use a connection of their own thread,
+    so a long read (a scrape) never holds up a write (WAL lets readers and the
+    writer work at once)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -339,10 +439,18 @@ class Storage:
             raise StorageError(f"database {self.path!r}: {error}") from error
         self._lock = threading.RLock()
         self._depth = 0
+        self._writer: int | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[Storage]:
@@ -356,7 +464,7 @@ class Storage:
                     self._depth -= 1
                 return
             self.db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+            self._depth, self._writer = 1, threading.get_ident()
             try:
                 yield self
             except BaseException:
@@ -365,11 +473,47 @@ class Storage:
             else:
                 self.db.commit()
             finally:
-                self._depth = 0
+                self._depth, self._writer = 0, None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Storage]:
+        """Reads inside see one committed state of the database (one read
+        transaction on this thread's reader; nested calls join it)."""
+        if self._writer == threading.get_ident() or getattr(self._local, "open", 0):
+            yield self
+            return
+        conn = self._reader()
+        conn.execute("BEGIN")
+        self._local.open = 1
+        try:
+            yield self
+        finally:
+            self._local.open = 0
+            conn.execute("COMMIT")
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = reader_connection(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run a read: inside this thread's write transaction on the writer (to see
+        its own writes), else on this thread's reader."""
+        if self._writer == threading.get_ident():
+            return self.db.conn.execute(sql, list(params))
+        return self._reader().execute(sql, list(params))
+
+    def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._read(sql, params).fetchall()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [_decode(row) for row in self.db.query(sql, list(params))]
+        cursor = self._read(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [_decode(dict(zip(names, row, strict=True))) for row in cursor]
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self._rows(sql, params)
@@ -644,29 +788,54 @@ class Storage:
     def probe_cycles(
         self, start: datetime, end: datetime, school: str | None = None
     ) -> list[tuple[Any, ...]]:
-        """Probe cycles placed in ``[start, end)``, each reduced to what its verdict
-        needs, for every active school (or only ``school``).
+        """Verdicts of the probe cycles whose verdict instant is in ``[start, end)``,
+        of every active school (or only ``school``), per device in time order.
 
-        Rows ``(school, device, cycle key, first placed_at, has an internet-scope
-        sample, first ok internet https placed_at, first ok collector https
-        placed_at)``, instants as stored text; a sample without a cycle number is a
-        cycle of its own, and samples whose placement is unusable are left out.
+        Rows ``(school, device, verdict_at, reached)``, the instant as stored text.
         """
         scope, params = self._school_scope(school)
-        usable, methods = self._usable_placement("probe_samples")
-        sql = (
-            "SELECT school, device, run || '/' || COALESCE(cycle, 's' || seq), "
-            "MIN(placed_at), MAX(scope = 'internet'), "
-            "MIN(CASE WHEN ok AND kind = 'https' AND scope = 'internet' "
-            "THEN placed_at END), "
-            "MIN(CASE WHEN ok AND kind = 'https' AND scope = 'collector' "
-            "THEN placed_at END) "
-            f"FROM probe_samples WHERE {scope} AND placed_at >= ? AND placed_at < ?"
-            f"{usable} GROUP BY school, device, run, COALESCE(cycle, 's' || seq)"
+        return self._tuples(
+            "SELECT school, device, verdict_at, reached FROM probe_cycles "
+            f"WHERE {scope} AND verdict_at >= ? AND verdict_at < ? "
+            "ORDER BY school, device, verdict_at",
+            [*params, to_storage(start), to_storage(end)],
         )
-        params += [to_storage(start), to_storage(end), *methods]
-        with self._lock:
-            return self.db.execute(sql, params).fetchall()
+
+    def probe_cycles_changed(self, after_sample: int) -> list[tuple[Any, ...]]:
+        """Probe cycles that samples stored after the sample rowid ``after_sample``
+        created or changed, of any school.
+
+        Rows ``(school, device, verdict_at, reached, first_sample, last_sample)``: a
+        cycle with ``first_sample <= after_sample`` existed before and changed.
+        """
+        return self._tuples(
+            "SELECT school, device, verdict_at, reached, first_sample, last_sample "
+            "FROM probe_cycles WHERE last_sample > ? ORDER BY last_sample",
+            [after_sample],
+        )
+
+    def device_states(self) -> list[tuple[Any, ...]]:
+        """What the figures read of every device, by school and id: rows ``(school,
+        id, role, last_seen_at, last_skew_seconds, inventory hash, inventory
+        received_at)``, instants as stored text."""
+        return self._tuples(
+            "SELECT d.school, d.id, d.role, d.last_seen_at, d.last_skew_seconds, "
+            "i.hash, i.received_at FROM devices d "
+            "LEFT JOIN inventories i ON i.device = d.id ORDER BY d.school, d.id"
+        )
+
+    def school_rows(self) -> list[tuple[Any, ...]]:
+        """Active schools by code as raw rows (cheap to compare with a copy)."""
+        return self._tuples("SELECT * FROM schools WHERE active = 1 ORDER BY code")
+
+    def speedtests_after(self, after: int) -> list[dict[str, Any]]:
+        """Speed tests stored after the rowid ``after``, unusable placements left
+        out, each with its ``rowid``."""
+        usable, methods = self._usable_placement()
+        return self._rows(
+            f"SELECT rowid, * FROM speedtests WHERE rowid > ?{usable} ORDER BY rowid",
+            [after, *methods],
+        )
 
     def speedtests_between(
         self, start: datetime, end: datetime, school: str | None = None
@@ -674,7 +843,7 @@ class Storage:
         """Speed tests placed in ``[start, end)`` of every active school (or only
         ``school``), in time order; unusable placements left out."""
         scope, params = self._school_scope(school)
-        usable, methods = self._usable_placement("speedtests")
+        usable, methods = self._usable_placement()
         return self._rows(
             f"SELECT * FROM speedtests WHERE {scope} AND placed_at >= ? "
             f"AND placed_at < ?{usable} ORDER BY placed_at, device, run, seq",
@@ -689,14 +858,24 @@ class Storage:
         the software list or the rest of a large inventory.
         """
         scope, params = self._school_scope(school, column="d.school")
-        paths = ", ".join(f"'$.{s}.data.{f}'" for s, f in INVENTORY_FACTS)
         sql = (
-            f"SELECT i.device, json_extract(i.sections, {paths}) FROM inventories i "
-            f"JOIN devices d ON d.id = i.device WHERE {scope}"
+            f"SELECT i.device, json_extract(i.sections, {_FACT_PATHS}) "
+            f"FROM inventories i JOIN devices d ON d.id = i.device WHERE {scope}"
         )
-        with self._lock:
-            rows = self.db.execute(sql, params).fetchall()
-        return {device: _facts_sections(json.loads(values)) for device, values in rows}
+        return _facts_by_device(self._tuples(sql, params))
+
+    def inventory_facts_of(self, devices: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``inventory_facts`` of the given devices (whatever their school)."""
+        facts: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(devices), 500):
+            chunk = list(devices[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                f"SELECT device, json_extract(sections, {_FACT_PATHS}) "
+                f"FROM inventories WHERE device IN ({marks})"
+            )
+            facts |= _facts_by_device(self._tuples(sql, chunk))
+        return facts
 
     def asset_event_counts_between(
         self, start: datetime, end: datetime
@@ -716,11 +895,9 @@ class Storage:
             return f"{column} = ?", [school]
         return f"{column} IN (SELECT code FROM schools WHERE active = 1)", []
 
-    def _usable_placement(self, table: str) -> tuple[str, list[str]]:
-        """SQL keeping rows whose placement method is usable, once that column
-        exists (rows stored before it, with no method, are kept)."""
-        if PLACEMENT_METHOD not in self.db[table].columns_dict:
-            return "", []
+    def _usable_placement(self) -> tuple[str, list[str]]:
+        """SQL keeping rows whose placement method is usable (rows stored before
+        methods were recorded, with none, are kept)."""
         methods = sorted(USABLE_METHODS)
         marks = ", ".join("?" for _ in methods)
         return (
@@ -848,6 +1025,10 @@ def _decode_value(name: str, value: Any) -> Any:
     if name.endswith("_at") or name in TIME_COLUMNS:
         return from_storage(value)
     return value
+
+
+def _facts_by_device(rows: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    return {device: _facts_sections(json.loads(values)) for device, values in rows}
 
 
 def _facts_sections(values: list[Any]) -> dict[str, Any]:

@@ -1,12 +1,12 @@
-"""Fixtures of the monitoring tests: a scrape target, a real Alertmanager with a
-webhook receiver, and a real Prometheus that scrapes the target with test copies of
-the shipped rules, all on loopback ports and stopped when the session ends.
+"""Fixtures of the monitoring tests: a real collector process with a simulated
+district, a real Alertmanager with a webhook receiver, and a real Prometheus that
+scrapes the collector with test copies of the shipped rules, all on loopback ports
+and stopped when the session ends.
 
-The scrape target is a parameter: ``scrape_target`` yields a URL and the district
-behind it. Until the real collector is used it serves
-``fixtures/metrics.txt``; to run the same tests against a collector with a simulated
-district, override ``scrape_target`` with one whose ``district`` offers ``silence``,
-``report``, ``asset_event`` and ``showcase_school`` (see ``StaticDistrict``).
+``scrape_target`` yields the collector's /metrics URL and the district behind it
+(``tests/monitoring/simdistrict.py``): its ``silence``, ``report`` and
+``asset_event`` change what the schools send, ``showcase_school`` is the school the
+per-school panels are shown for.
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.monitoring.promstack import (
-    FIXTURE_METRICS,
-    Exposition,
-    ExpositionHandler,
     PrometheusAPI,
     ScrapeTarget,
-    StaticDistrict,
     WebhookHandler,
     WebhookReceiver,
     alertmanager_args,
@@ -38,6 +34,7 @@ from tests.monitoring.promstack import (
     running,
     start_url,
 )
+from tests.monitoring.simdistrict import OFFLINE_AFTER_SECONDS, collector_with_district
 from tests.support.waiting import wait_until
 
 # The shipped `for` durations (5 minutes to an hour) become this in the test copies.
@@ -55,12 +52,10 @@ class MonitoringStack:
 
 
 @pytest.fixture(scope="session")
-def scrape_target() -> Iterator[ScrapeTarget]:
-    """fixtures/metrics.txt served on loopback, every reporting school fresh."""
-    exposition = Exposition(FIXTURE_METRICS.read_text(encoding="utf-8"))
-    district = StaticDistrict(exposition)
-    district.freshen()
-    with http_server(ExpositionHandler, exposition=exposition) as base_url:
+def scrape_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeTarget]:
+    """A collector process with the simulated district, its schools reporting."""
+    directory = tmp_path_factory.mktemp("collector")
+    with collector_with_district(directory) as (base_url, district):
         yield ScrapeTarget(f"{base_url}/metrics", district)
 
 
@@ -103,7 +98,7 @@ def _prometheus(
     binary: str, directory: Path, target_url: str, alertmanager_url: str
 ) -> Iterator[str]:
     port = new_port()
-    rules = rule_copies(directory, TEST_FOR)
+    rules = rule_copies(directory, TEST_FOR, OFFLINE_AFTER_SECONDS)
     config = prometheus_config(directory, target_url, rules, alertmanager_url)
     args = prometheus_args(binary, config, directory / "prometheus-data", port)
     url = start_url(port)

@@ -3,11 +3,14 @@ mon-dashboard-provisioning) and of the metric names the dashboards and rules rea
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring import grafana_models as models
 from tests.monitoring.promstack import GRAFANA_DIR, PromQLError
@@ -188,6 +191,82 @@ def test_rules_read_only_exported_metrics_and_their_own_records() -> None:
     assert unknown == set()
 
 
+# Families the collector exports as NaN when the figure is not known (SPEC.md: a
+# failed or missing measurement is never a zero).
+NAN_WHEN_UNKNOWN = (
+    "schoolmon_school_internet_up",
+    "schoolmon_school_internet_uptime_ratio",
+    "schoolmon_school_download_bytes_per_second",
+    "schoolmon_school_upload_bytes_per_second",
+    "schoolmon_school_latency_seconds",
+)
+# Expressions allowed to pass NaN on, and why.
+NAN_KEPT = {
+    "SchoolInternetDegraded/below_target": (
+        "the alert's value is the uptime; a school with an unknown uptime is not "
+        "connected either, and the annotations print 'unknown' for NaN"
+    ),
+}
+
+
+def _unfiltered_nan_reads(expr: str) -> list[str]:
+    """Reads of a NaN-able family neither filtered by `x == x` nor compared with a
+    number (both drop NaN)."""
+    found = []
+    for name in NAN_WHEN_UNKNOWN:
+        selector = rf"{name}(?:\{{[^}}]*\}})?(?![\w:])"
+        text = re.sub(rf"({selector})\s*==\s*\1", " ", expr)
+        text = re.sub(rf"{selector}\s*(?:==|!=|>=|<=|>|<)\s*[-\d.]", " ", text)
+        found += re.findall(selector, text)
+    return found
+
+
+def _labelled_exprs() -> dict[str, list[str]]:
+    exprs: dict[str, list[str]] = {}
+    for model in _models().values():
+        for query in models.queries(model):
+            key = f"{query.dashboard}/{query.panel}/{query.ref}"
+            exprs.setdefault(key, []).append(query.expr)
+    for rule in models.rules():
+        name = rule.get("record") or rule["alert"]
+        problem = rule.get("labels", {}).get("problem")
+        key = f"{name}/{problem}" if problem else name
+        exprs.setdefault(key, []).extend(
+            [rule["expr"], *models.annotation_queries(rule)]
+        )
+    return exprs
+
+
+def test_expressions_reading_unknown_figures_leave_nan_out() -> None:
+    """Every dashboard query, rule and annotation query that reads a figure the
+    collector exports as NaN when unknown filters NaN out (or is a documented
+    exception), so one unknown school never turns a district figure into NaN."""
+    unfiltered = {
+        key
+        for key, exprs in _labelled_exprs().items()
+        if any(_unfiltered_nan_reads(expr) for expr in exprs)
+    }
+
+    assert unfiltered == set(NAN_KEPT)
+
+
+def test_nan_filter_check_tells_filtered_from_unfiltered_reads() -> None:
+    """The NaN check accepts `x == x` and comparisons with a number, nothing else."""
+    up = "schoolmon_school_internet_up"
+    ratio = 'schoolmon_school_internet_uptime_ratio{school="$school"}'
+
+    assert [
+        _unfiltered_nan_reads(expr)
+        for expr in (
+            f"avg({ratio} == {ratio})",
+            f"{up} == 0 and on (school) x",
+            f"avg({ratio})",
+            f"{up} * on (school) group_left () {up}",
+            "schoolmon_school_internet_up_total",
+        )
+    ] == [[], [], [ratio], [up, up], []]
+
+
 def test_metric_name_parser_finds_names_not_labels_functions_or_numbers() -> None:
     """The PromQL name parser keeps metric names and drops everything else."""
     expr = (
@@ -221,3 +300,44 @@ def test_every_dashboard_query_is_valid_promql(stack: Any) -> None:
                 errors.append(f"{query.dashboard} / {query.panel}: {error}")
 
     assert errors == []
+
+
+def _exposed_names(url: str) -> set[str]:
+    text = httpx.get(url, timeout=30).raise_for_status().text
+    return {
+        sample.name
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _names_read() -> set[str]:
+    """Every metric name a dashboard, a rule or an annotation query reads."""
+    exprs = [q.expr for model in _models().values() for q in models.queries(model)]
+    for rule in models.rules():
+        exprs += [rule["expr"], *models.annotation_queries(rule)]
+    return {name for expr in exprs for name in models.metric_names(expr)}
+
+
+def test_every_metric_the_dashboards_and_rules_read_is_in_the_collectors_scrape(
+    scrape_target: Any,
+) -> None:
+    """A metric renamed in the collector breaks this: every name the dashboards and
+    rules read, less the records and Prometheus' own series, is in a real scrape of
+    the collector serving the simulated district."""
+    read = _names_read() - models.recorded_names() - models.PROMETHEUS_SERIES
+    exposed = _exposed_names(scrape_target.url)
+
+    assert (sorted(read - exposed), len(read) > 20) == ([], True)
+
+
+def test_every_catalog_metric_is_in_the_collectors_scrape(scrape_target: Any) -> None:
+    """Every name of SPEC.md's list and design.md's catalog (counters with their
+    _total) is in a real scrape of the collector."""
+    exposed = _exposed_names(scrape_target.url)
+    catalog = {
+        name if name in exposed or name.endswith("_total") else f"{name}_total"
+        for name in models.catalog_names()
+    }
+
+    assert sorted(catalog - exposed) == []

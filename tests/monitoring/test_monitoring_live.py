@@ -1,27 +1,22 @@
-"""A real Prometheus scraping the target and a real Alertmanager posting to a webhook:
-the dashboards show data, the district figures come out right, a silent school is
-notified and cleared, and the inhibitions hold."""
+"""A real Prometheus scraping a real collector with a simulated district, and a real
+Alertmanager posting to a webhook: the dashboards show data, the district figures of
+the recording rules are the collector's own, a silent school is notified and
+cleared, and the inhibitions hold."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.monitoring import grafana_models as models
-from tests.monitoring.promstack import StaticDistrict
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.prometheus
-
-# Panels allowed to show nothing, and why.
-EXPECTED_EMPTY = {
-    ("schoolmon-district", "Bản đồ trường"): (
-        "needs latitude/longitude labels on schoolmon_school_info, not exported yet"
-    ),
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +37,8 @@ def recent_asset_event(stack: Any) -> str:
 
 
 def test_panels_that_should_show_data_do(stack: Any, recent_asset_event: str) -> None:
-    """Every panel but the documented exceptions returns samples for the showcase
-    school and the whole district."""
+    """Every panel returns samples for the showcase school and the whole district,
+    the map of schools included."""
     empty = set()
     for path in models.dashboard_files():
         model = models.load(path)
@@ -55,23 +50,45 @@ def test_panels_that_should_show_data_do(stack: Any, recent_asset_event: str) ->
             if not any(stack.prometheus.query(expr) for expr in exprs):
                 empty.add((model["uid"], panel["title"]))
 
-    assert empty == set(EXPECTED_EMPTY)
+    assert empty == set()
 
 
-def test_district_figures_come_out_of_the_recording_rules(stack: Any) -> None:
-    """The records give the fixture district's headline figures."""
-    if not isinstance(stack.target.district, StaticDistrict):
-        pytest.skip("the expected figures are those of fixtures/metrics.txt")
-    api = stack.prometheus
-    wait_until(
-        lambda: (
-            api.values("job:schoolmon_schools_offline:sum", "job") == {"schoolmon": 1}
+def _collector_schools(stack: Any) -> list[dict[str, Any]]:
+    target = urlsplit(stack.target.url)
+    url = f"{target.scheme}://{target.netloc}/api/v1/schools"
+    return httpx.get(url, timeout=10).raise_for_status().json()["schools"]
+
+
+def _expected_figures(schools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The district figures as the collector's own API gives them."""
+    figures = [school["figures"] for school in schools]
+    targets = [
+        school
+        for school in schools
+        if school["has_informatics"] and school["level"] != "preschool"
+    ]
+    uptimes = [f["uptime_ratio"] for f in figures if f["uptime_ratio"] is not None]
+    return {
+        "job:schoolmon_schools:count": len(schools),
+        "job:schoolmon_schools_in_session:sum": sum(f["in_session"] for f in figures),
+        "job:schoolmon_schools_offline:sum": sum(f["offline_now"] for f in figures),
+        "job:schoolmon_schools_connected:ratio": pytest.approx(
+            sum(f["connected"] for f in figures) / len(schools)
         ),
-        timeout=15,
-        message="the never-seen school C05 is not counted offline",
-    )
+        "job:schoolmon_lab_targets:count": len(targets),
+        "job:schoolmon_labs_equipped:ratio": pytest.approx(
+            sum(s["figures"]["lab_equipped"] for s in targets) / len(targets)
+        ),
+        "job:schoolmon_school_internet_uptime_ratio:avg": pytest.approx(
+            sum(uptimes) / len(uptimes), rel=1e-3
+        ),
+        "classes": dict(Counter(f["connectivity_class"] for f in figures)),
+        "offline": {s["code"]: 1.0 for s in schools if s["figures"]["offline_now"]},
+    }
 
-    figures = {
+
+def _recorded_figures(api: Any) -> dict[str, Any]:
+    figures: dict[str, Any] = {
         name: api.values(name, "job")["schoolmon"]
         for name in (
             "job:schoolmon_schools:count",
@@ -80,21 +97,36 @@ def test_district_figures_come_out_of_the_recording_rules(stack: Any) -> None:
             "job:schoolmon_schools_connected:ratio",
             "job:schoolmon_lab_targets:count",
             "job:schoolmon_labs_equipped:ratio",
+            "job:schoolmon_school_internet_uptime_ratio:avg",
         )
     }
     classes = api.values("job_class:schoolmon_school_connectivity:sum", "class")
-    offline = api.values("school:schoolmon_school_offline:bool == 1", "school")
+    figures["classes"] = {name: count for name, count in classes.items() if count}
+    figures["offline"] = api.values(
+        "school:schoolmon_school_offline:bool == 1", "school"
+    )
+    return figures
 
-    assert figures == {
-        "job:schoolmon_schools:count": 6,
-        "job:schoolmon_schools_in_session:sum": 6,
-        "job:schoolmon_schools_offline:sum": 1,
-        "job:schoolmon_schools_connected:ratio": pytest.approx(4 / 6),
-        "job:schoolmon_lab_targets:count": 5,
-        "job:schoolmon_labs_equipped:ratio": pytest.approx(2 / 5),
-    }
-    assert classes == {"good": 2, "moderate": 2, "poor": 1, "unknown": 1}
-    assert offline == {"C05": 1}
+
+def test_district_figures_of_the_records_are_the_collectors_own(stack: Any) -> None:
+    """The recording rules give the district the figures the collector's API gives
+    school by school: counts, shares, classes, offline schools and the mean uptime
+    over the schools whose uptime is known (the never-seen school's NaN left out)."""
+    never_seen = [s for s in stack.target.district.district.schools if s.offline]
+    wait_until(
+        lambda: (
+            _recorded_figures(stack.prometheus)["offline"]
+            == {s.code: 1.0 for s in never_seen}
+        ),
+        timeout=20,
+        message="the never-seen school is not counted offline",
+    )
+
+    expected = _expected_figures(_collector_schools(stack))
+    recorded = _recorded_figures(stack.prometheus)
+
+    assert recorded == expected
+    assert (len(never_seen), expected["offline"]) == (1, {never_seen[0].code: 1.0})
 
 
 def _notifications(stack: Any, receiver: str, school: str, status: str) -> list[dict]:

@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from tests.monitoring import grafana_models as models
 from tests.monitoring.promstack import (
     ALERTMANAGER_YML,
-    FIXTURE_METRICS,
     PROMETHEUS_DIR,
     RULE_FILES,
     require,
@@ -51,11 +51,10 @@ ROUTES = {
 }
 
 
-def _run(args: list[str], stdin: Path | None = None) -> subprocess.CompletedProcess:
-    with open(stdin or "/dev/null", "rb") as handle:
-        return subprocess.run(
-            args, stdin=handle, capture_output=True, text=True, timeout=120, check=False
-        )
+def _run(args: list[str], stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _tested_alerts() -> list[dict[str, str]]:
@@ -105,11 +104,20 @@ def test_shipped_prometheus_config_passes_promtool_check() -> None:
     ), result.stdout + result.stderr
 
 
-def test_fixture_exposition_passes_promtool_check_metrics() -> None:
-    """The served fixture is a clean exposition (no lint findings)."""
-    result = _run([require("promtool"), "check", "metrics"], stdin=FIXTURE_METRICS)
+def test_collector_exposition_of_the_district_passes_promtool_check_metrics(
+    scrape_target: Any,
+) -> None:
+    """The real collector's /metrics for the simulated district, NaN figures of the
+    never-seen school included, has no lint findings."""
+    exposition = httpx.get(scrape_target.url, timeout=30).raise_for_status().text
+    result = _run([require("promtool"), "check", "metrics"], stdin=exposition)
 
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert (result.returncode, result.stdout, result.stderr, "NaN" in exposition) == (
+        0,
+        "",
+        "",
+        True,
+    )
 
 
 def test_every_spec_alert_has_severity_and_bilingual_annotations() -> None:
@@ -133,27 +141,35 @@ def test_every_alert_fires_in_some_promtool_test() -> None:
     assert {labels["alertname"] for labels in _tested_alerts()} == SPEC_ALERTS
 
 
-def test_test_copies_change_nothing_but_for(tmp_path: Path) -> None:
-    """The test copies of the rules differ from the shipped ones only in `for`."""
+def test_test_copies_change_only_for_and_the_offline_threshold(
+    tmp_path: Path,
+) -> None:
+    """The test copies of the rules differ from the shipped ones only in `for` and
+    in the 900 s / 15 m offline threshold, each place of which is replaced."""
 
-    def without_for(path: Path) -> list[dict[str, Any]]:
+    def rules_of(path: Path) -> list[dict[str, Any]]:
         groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
-        return [
-            {k: v for k, v in r.items() if k != "for"}
-            for g in groups
-            for r in g["rules"]
-        ]
+        return [r for g in groups for r in g["rules"]]
 
-    copies = rule_copies(tmp_path, "2s")
-    fors = {
-        r.get("for")
-        for p in copies
-        for g in yaml.safe_load(p.read_text())["groups"]
-        for r in g["rules"]
-    }
+    def shipped_threshold(rule: dict[str, Any]) -> dict[str, Any]:
+        expr = rule["expr"].replace("time() - 6", "time() - 900")
+        return {k: v for k, v in rule.items() if k != "for"} | {
+            "expr": expr.replace("[6s]", "[15m]")
+        }
 
-    assert [without_for(p) for p in copies] == [without_for(p) for p in RULE_FILES]
-    assert fors == {"2s", None}
+    copies = [rules_of(p) for p in rule_copies(tmp_path, "2s", 6)]
+    shipped = [rules_of(p) for p in RULE_FILES]
+    exprs = "".join(r["expr"] for rules in copies for r in rules)
+
+    assert [[shipped_threshold(r) for r in rules] for rules in copies] == [
+        [{k: v for k, v in r.items() if k != "for"} for r in rules] for rules in shipped
+    ]
+    assert {r.get("for") for rules in copies for r in rules} == {"2s", None}
+    assert (exprs.count("900"), exprs.count("15m"), exprs.count("time() - 6")) == (
+        0,
+        0,
+        3,
+    )
 
 
 def test_alertmanager_config_passes_amtool_check() -> None:

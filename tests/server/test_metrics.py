@@ -147,9 +147,7 @@ def test_school_info_carries_coordinates_only_where_the_registry_has_them(
     """schoolmon_school_info has one series per school with name, level and commune;
     latitude and longitude only for a school the registry places on the map."""
     placed = {"code": "C01", "latitude": 20.91718, "longitude": 106.20722}
-    registered.import_schools(
-        [placed, {"code": "C02"}, {"code": "C03"}], clock()
-    )
+    registered.import_schools([placed, {"code": "C02"}, {"code": "C03"}], clock())
 
     text = scrape(registered, config, clock)
 
