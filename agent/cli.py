@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -29,22 +30,40 @@ from schoolmon.agent.inventory._common import iso_utc
 from schoolmon.agent.inventory.normalize import identity_signals
 from schoolmon.agent.outbox import Outbox
 from schoolmon.agent.probes import Prober, boot_id
-from schoolmon.agent.service import Agent, run_speedtest_safely, speedtest_settings
+from schoolmon.agent.service import (
+    Agent,
+    revoked_message,
+    run_speedtest_safely,
+    speedtest_settings,
+)
 from schoolmon.agent.state import Credential, State, StateError, resolve_state_dir
 from schoolmon.agent.transport import EnrollError, Transport
 
 logger = logging.getLogger(__name__)
 
 
+STATE_DIR_HELP = (
+    "Directory for the credential and the outbox (also SCHOOLMON_STATE_DIR, or "
+    "state_dir in the configuration). Default: /var/lib/schoolmon as root on Linux, "
+    "%ProgramData%\\schoolmon for a Windows service, else the user's data directory."
+)
+CONFIG_HELP = (
+    "Agent configuration file (TOML, UTF-8); without it the built-in defaults apply."
+)
+
+
 class Context:
     """What every command needs: configuration and state directory."""
 
     def __init__(self, config_path: str | None, state_dir: str | None) -> None:
+        if config_path is not None and not config_path.strip():
+            raise ConfigError(f"--config = {config_path!r}: expected a file path")
         self.config: AgentConfig = load_config(
-            Path(config_path) if config_path else None
+            Path(config_path) if config_path is not None else None
         )
         directory = resolve_state_dir(state_dir, os.environ, self.config.state_dir)
         self.state = State(directory)
+        self.state.check()
 
     def outbox(self) -> Outbox:
         self.state.ensure()
@@ -64,16 +83,24 @@ class Context:
 def common(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --config and --state-dir, build the Context, turn errors into one line."""
 
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False))
-    @click.option("--state-dir", type=click.Path(file_okay=False))
+    @click.option("--config", "config_path", type=click.Path(), help=CONFIG_HELP)
+    @click.option("--state-dir", type=click.Path(), help=STATE_DIR_HELP)
     @functools.wraps(command)
     def wrapper(config_path: str | None, state_dir: str | None, **kwargs: Any) -> Any:
         try:
             return command(Context(config_path, state_dir), **kwargs)
-        except (ConfigError, StateError, EnrollError, OSError) as exc:
+        except (ConfigError, StateError, EnrollError) as exc:
             raise click.ClickException(str(exc)) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise click.ClickException(_os_error(exc)) from exc
 
     return wrapper
+
+
+def _os_error(exc: OSError | sqlite3.Error) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 @click.group()
@@ -170,22 +197,48 @@ def once(ctx: Context, dry_run: bool) -> None:
     with ctx.outbox() as outbox:
         agent = _agent(ctx, outbox, credential, sleep=time.sleep)
         outcome = agent.cycle()
-    if not outcome.delivered:
-        raise click.ClickException(f"report not delivered: {agent.last_error}")
+        if not outcome.delivered:
+            raise click.ClickException(_not_delivered(agent, outbox))
     click.echo(f"delivered: cycle {outcome.cycle}, {outcome.samples} probe samples")
 
 
+def _not_delivered(agent: Agent, outbox: Outbox) -> str:
+    """One line: why the report did not go, and that nothing was lost."""
+    kept = f"{outbox.stats()['outbox_items']} items kept in the outbox"
+    if agent.revoked:
+        return f"{agent.last_error}; {kept}"
+    error = agent.last_error or "no delivery attempted"
+    if not error.startswith("collector unreachable"):
+        error = f"report not delivered: {error}"
+    return f"{error}; {kept}, will retry"
+
+
 def _dry_run_report(ctx: Context) -> dict[str, Any]:
-    credential = (
-        ctx.state.load_credential() if ctx.state.credential_path.exists() else None
-    )
+    """The report one cycle would send, with the health of the real outbox."""
+    credential = ctx.state.load_credential()
     with Outbox(":memory:") as outbox:
         agent = _agent(ctx, outbox, None, sleep=time.sleep)
         if credential is not None:
             agent.credential = credential
         agent.cycle()
         items = outbox.next_batch(ctx.config.outbox.batch_probes)
-        return agent.make_report(items)
+        report = agent.make_report(items)
+    stored, _ = _stored_outbox(ctx.state)
+    report["health"].update(stored)
+    return report
+
+
+def _stored_outbox(state: State) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stats and status facts of the state's outbox, read without changing it."""
+    if not state.outbox_path.exists():
+        empty = {"outbox_items": 0, "outbox_bytes": 0, "set_aside_total": 0}
+        return empty | {"dropped_total": {"probes": 0}}, {}
+    with Outbox.read_only(state.outbox_path) as outbox:
+        facts = {
+            "last_delivery": outbox.get_meta("last_delivery_at"),
+            "last_error": outbox.get_meta("last_error"),
+        }
+        return outbox.stats(), facts
 
 
 @main.command()
@@ -238,30 +291,59 @@ def speedtest(ctx: Context, backend: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @common
 def status(ctx: Context, as_json: bool) -> None:
-    """Show enrollment, last delivery and the outbox."""
+    """Show enrollment, last delivery, the last error and the outbox."""
     credential = ctx.state.load_credential()
-    with ctx.outbox() as outbox:
-        stats = outbox.stats()
-        last = outbox.get_meta("last_delivery_at")
-    facts = {
-        "school": credential.school if credential else None,
-        "device_id": credential.device_id if credential else None,
-        "server": credential.server_url if credential else None,
-        "state_dir": str(ctx.state.directory),
-        "last_delivery": iso_utc(last) if last else None,
-    } | stats
+    stats, stored = _stored_outbox(ctx.state)
+    facts = _status_facts(ctx.state, credential, stored) | stats
     if as_json:
         _print_json(facts)
         return
-    lines = {
+    for key, value in _status_lines(facts).items():
+        click.echo(f"{key}: {value}")
+
+
+def _status_facts(
+    state: State, credential: Credential | None, stored: dict[str, Any]
+) -> dict[str, Any]:
+    last = stored.get("last_delivery")
+    error = stored.get("last_error") or {}
+    revoked_at = credential.revoked_at if credential else None
+    return {
+        "school": credential.school if credential else None,
+        "device_id": credential.device_id if credential else None,
+        "server": credential.server_url if credential else None,
+        "revoked_at": revoked_at,
+        "state_dir": str(state.directory),
+        "last_delivery": iso_utc(last) if last else None,
+        "last_error": revoked_message(revoked_at)
+        if revoked_at
+        else error.get("message"),
+        "last_error_at": iso_utc(error["at"]) if error.get("at") else None,
+    }
+
+
+def _status_lines(facts: dict[str, Any]) -> dict[str, str]:
+    enrolled = facts["device_id"] is not None
+    error = facts["last_error"]
+    if error and facts["last_error_at"] and not facts["revoked_at"]:
+        error = f"{error} (at {facts['last_error_at']})"
+    return {
         "school": facts["school"] or "(not enrolled)",
         "device id": facts["device_id"] or "(not enrolled)",
         "server": facts["server"] or "(not enrolled)",
+        "credential": _credential_state(enrolled, facts["revoked_at"]),
         "state dir": facts["state_dir"],
         "last delivery": facts["last_delivery"] or "never",
-        "outbox": f"{stats['outbox_items']} items, {stats['outbox_bytes']} bytes",
-        "set aside": str(stats["set_aside_total"]),
-        "dropped": ", ".join(f"{k} {v}" for k, v in stats["dropped_total"].items()),
+        "last error": error or "none",
+        "outbox": f"{facts['outbox_items']} items, {facts['outbox_bytes']} bytes",
+        "set aside": str(facts["set_aside_total"]),
+        "dropped": ", ".join(f"{k} {v}" for k, v in facts["dropped_total"].items()),
     }
-    for key, value in lines.items():
-        click.echo(f"{key}: {value}")
+
+
+def _credential_state(enrolled: bool, revoked_at: str | None) -> str:
+    if not enrolled:
+        return "none: run schoolmon-agent enroll --server URL --token TOKEN"
+    if revoked_at:
+        return f"revoked by the district on {revoked_at}: ask the district technician"
+    return "in use"

@@ -109,14 +109,31 @@ def load_config(path: Path | None) -> AgentConfig:
     if path is None:
         return AgentConfig()
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+        raw = tomllib.loads(read_text_file(Path(path)))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"configuration file {path} is not valid TOML: {exc}"
-        ) from exc
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return config_from_mapping(raw)
+
+
+def read_text_file(path: Path) -> str:
+    """A configuration file's text: UTF-8, with or without a byte order mark.
+
+    Windows editors write a BOM (PowerShell 5's ``Out-File -Encoding utf8``, old
+    Notepad) or UTF-16 ("Unicode" in Notepad); the first is accepted, anything that
+    is not UTF-8 is refused in one line saying how to fix it.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a TOML file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from exc
 
 
 def config_from_mapping(raw: dict[str, Any]) -> AgentConfig:

@@ -16,6 +16,7 @@ from schoolmon.agent.outbox import Item, Outbox
 from schoolmon.agent.transport import (
     DELIVERED,
     REENROLL,
+    REVOKED,
     SET_ASIDE,
     TOO_LARGE,
     Answer,
@@ -41,6 +42,10 @@ class DeliveryResult:
     @property
     def reenroll(self) -> bool:
         return self.failure is not None and self.failure.outcome == REENROLL
+
+    @property
+    def revoked(self) -> bool:
+        return self.failure is not None and self.failure.outcome == REVOKED
 
 
 class Deliverer:

@@ -81,6 +81,18 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
+    @classmethod
+    def read_only(cls, path: Path) -> Outbox:
+        """Open an existing outbox to look at it, changing nothing (``status``)."""
+        outbox = cls.__new__(cls)
+        outbox.path = str(path)
+        outbox.max_items = outbox.max_bytes = 0
+        outbox._now = time.time
+        outbox._db = sqlite3.connect(
+            f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+        )
+        return outbox
+
     def close(self) -> None:
         self._db.close()
 

@@ -110,7 +110,7 @@ class Prober:
             )
             body = _read_body(response)
         except requests.RequestException as exc:
-            reason = _request_reason(exc)
+            reason = request_reason(exc)
             return Check("https", False, _since(started), reason, {"error": str(exc)})
         return _judge(target, response, body, _since(started))
 
@@ -153,7 +153,8 @@ def _socket_reason(exc: OSError) -> str:
     return "connection failed"
 
 
-def _request_reason(exc: requests.RequestException) -> str:
+def request_reason(exc: requests.RequestException) -> str:
+    """A short reason for a failed request: tls error, timeout, connection ..."""
     if isinstance(exc, requests.exceptions.SSLError) or _caused_by(exc, ssl.SSLError):
         return "tls error"
     if isinstance(exc, requests.Timeout) or _caused_by(exc, TimeoutError):

@@ -97,6 +97,7 @@ class Agent:
         self._next_report_in: float | None = None
         self._restored_reported = False
         self._pending: list[dict[str, Any]] = []
+        self._warned_revoked = False
 
     @property
     def next_delivery_at(self) -> float:
@@ -112,13 +113,20 @@ class Agent:
         queued = self.queue_inventory()
 
         delivered = False
-        if self.transport is not None and self.monotonic() >= self._next_delivery:
+        if self.revoked:
+            self._still_revoked()
+        elif self.transport is not None and self.monotonic() >= self._next_delivery:
             delivered = self.deliver().drained
             if self._apply_instructions() and delivered:
                 delivered = self.deliver().drained
         return CycleOutcome(
             self.cycle_number, len(samples), queued, delivered, self._next_in(delivered)
         )
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the district revoked this PC's credential (no delivery then)."""
+        return self.credential is not None and self.credential.revoked_at is not None
 
     def _probe(self) -> list[dict[str, Any]]:
         server = (
@@ -182,7 +190,30 @@ class Agent:
     # delivery -------------------------------------------------------------------
 
     def deliver(self) -> DeliveryResult:
-        """Deliver the outbox; on failure schedule the next try with backoff."""
+        """Deliver the outbox; enroll again once and retry if the collector does not
+        know the credential; on failure schedule the next try with backoff."""
+        result = self._deliver_batches()
+        note = None
+        if result.reenroll:
+            note = self._reenroll()
+            if note is None:
+                result = self._deliver_batches()
+        if result.failure is None:
+            self.backoff.success()
+            self.outbox.set_meta("last_delivery_at", self.wall())
+            self._record_error(None)
+            return result
+        if result.revoked:
+            self._mark_revoked(result.failure.message)
+            return result
+
+        self._record_error("; ".join(filter(None, [result.failure.message, note])))
+        delay = self.backoff.failure(result.failure.retry_after)
+        self._next_delivery = self.monotonic() + delay
+        logger.info("delivery failed (%s); next try in %.0f s", self.last_error, delay)
+        return result
+
+    def _deliver_batches(self) -> DeliveryResult:
         deliverer = Deliverer(
             self.outbox,
             self.transport.send_report,
@@ -190,20 +221,33 @@ class Agent:
             self.config.outbox.batch_probes,
             self._on_delivered,
         )
-        result = deliverer.deliver()
-        if result.failure is None:
-            self.backoff.success()
-            self.outbox.set_meta("last_delivery_at", self.wall())
-            self.last_error = None
-            return result
+        return deliverer.deliver()
 
-        self.last_error = result.failure.message
-        if result.reenroll:
-            self._reenroll()
-        delay = self.backoff.failure(result.failure.retry_after)
-        self._next_delivery = self.monotonic() + delay
-        logger.info("delivery failed (%s); next try in %.0f s", self.last_error, delay)
-        return result
+    def _record_error(self, message: str | None) -> None:
+        """Keep the last delivery error for the health section and ``status``."""
+        self.last_error = message
+        stored = None if message is None else {"at": self.wall(), "message": message}
+        self.outbox.set_meta("last_error", stored)
+
+    def _mark_revoked(self, answer_message: str) -> None:
+        """Remember the revocation in the credential file and stop delivering."""
+        logger.debug("collector answered: %s", answer_message)
+        if self.credential is not None:
+            revoked = replace(self.credential, revoked_at=iso_utc(self.wall()))
+            self.state.save_credential(revoked)
+            self.credential = revoked
+        self._warned_revoked = False
+        self._still_revoked()
+
+    def _still_revoked(self) -> None:
+        message = revoked_message(
+            self.credential.revoked_at if self.credential else None
+        )
+        if self.last_error != message:
+            self._record_error(message)
+        if not self._warned_revoked:
+            logger.warning("%s", message)
+            self._warned_revoked = True
 
     def make_report(self, items: list[Item]) -> dict[str, Any]:
         """The report that carries ``items`` (health built fresh)."""
@@ -263,27 +307,29 @@ class Agent:
         if isinstance(body.get("last_seq"), int):
             self.outbox.raise_seq(body["last_seq"] + 1)
 
-    def _reenroll(self) -> None:
+    def _reenroll(self) -> str | None:
+        """Enroll again with the stored token; None when that worked, else why not."""
         credential = self.credential
         if credential is None or not credential.token:
-            self.last_error = (
-                f"{self.last_error}; enroll again with schoolmon-agent enroll"
-            )
-            return
+            return "enroll again with schoolmon-agent enroll"
+        identity = self.identity()
         try:
             answer = self.transport.enroll(
-                credential.token,
-                self.identity().get("hostname"),
-                self.identity(),
-                __version__,
+                credential.token, identity.get("hostname"), identity, __version__
             )
         except EnrollError as exc:
-            self.last_error = f"{self.last_error}; re-enrollment failed: {exc}"
-            return
+            return f"re-enrollment failed: {exc}"
+        logger.info(
+            "the collector did not know this PC's credential; re-enrolled as %s",
+            answer["device_id"],
+        )
         self._store_credential(answer["credential"], answer["device_id"])
+        return None
 
     def _store_credential(self, secret: str, device_id: str) -> None:
-        updated = replace(self.credential, credential=secret, device_id=device_id)
+        updated = replace(
+            self.credential, credential=secret, device_id=device_id, revoked_at=None
+        )
         self.state.save_credential(updated)
         self.credential = updated
         self.transport.credential = secret
@@ -351,6 +397,16 @@ def _unchanged(sections: dict[str, dict], acked: dict[str, str]) -> dict[str, di
     if acked.get("software") != software["hash"]:
         return dict(sections)
     return {**sections, "software": {**software, "data": None, "unchanged": True}}
+
+
+def revoked_message(revoked_at: str | None) -> str:
+    """What the agent says once the district has revoked this PC's credential."""
+    when = f" on {revoked_at}" if revoked_at else ""
+    return (
+        f"the district revoked this PC{when}: reports are kept in the outbox and not "
+        "sent; ask the district technician, who can enroll it again "
+        "(schoolmon-agent enroll --server URL --token TOKEN)"
+    )
 
 
 def speedtest_settings(state: State, credential: Credential | None) -> dict[str, Any]:

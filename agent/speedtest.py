@@ -19,7 +19,13 @@ Configuration keys (all optional unless said otherwise):
   ``backoff_base_seconds`` (600), ``backoff_max_seconds`` (21600)
 - collector: ``server_url`` (required, the collector's base URL), ``credential``
   (Bearer credential), ``streams`` (4), ``duration_seconds`` (8), ``warmup_seconds``
-  (1), ``latency_samples`` (10), ``request_bytes`` (64 MiB per download request)
+  (1), ``latency_samples`` (10), ``request_bytes`` (64 MiB per download request),
+  ``upload_request_bytes`` (8 MiB per upload POST, well under the collector's
+  limit), ``budget_bytes`` (256 MiB per direction: the window closes early once
+  spent, so a fast link or loopback moves no more)
+
+A failed collector test also carries ``message``, naming what failed (for example
+``upload refused with HTTP 413: ...``).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from schoolmon.agent.probes import request_reason
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +123,18 @@ def _blank_result(backend: str, tool: str, version: str | None, started: float) 
     return result
 
 
-def _fail(result: dict, reason: str) -> dict:
-    """Turn ``result`` into a failed test: a reason and no figures, never zeros."""
+def _fail(result: dict, reason: str, message: str | None = None) -> dict:
+    """Turn ``result`` into a failed test: a reason and no figures, never zeros.
+
+    ``message`` says what happened in words (the reason list is closed).
+    """
     result.update(dict.fromkeys(_FIGURES))
     result.update({"ok": False, "reason": reason})
-    logger.info("speed test (%s) failed: %s", result["backend"], reason)
+    if message is not None:
+        result["message"] = message
+    logger.info(
+        "speed test (%s) failed: %s (%s)", result["backend"], reason, message or "-"
+    )
     return result
 
 
@@ -491,6 +505,10 @@ def _rank_servers(tester, servers: list[dict]) -> list[dict]:
 
 
 _UPLOAD_BLOCK = os.urandom(64 * 1024)
+MIB = 1024 * 1024
+# The warm-up ends early once it has moved this share of the byte budget, so a fast
+# link (or loopback) keeps most of the budget for the measured window.
+WARMUP_SHARE = 0.125
 
 
 @dataclass
@@ -501,7 +519,9 @@ class _CollectorSettings:
     duration: float = 8.0
     warmup: float = 1.0
     latency_samples: int = 10
-    request_bytes: int = 64 * 1024 * 1024
+    request_bytes: int = 64 * MIB
+    upload_request_bytes: int = 8 * MIB
+    budget_bytes: int = 256 * MIB
     timeout: float = 10.0
 
     @classmethod
@@ -518,7 +538,9 @@ class _CollectorSettings:
             duration=float(config.get("duration_seconds", 8.0)),
             warmup=float(config.get("warmup_seconds", 1.0)),
             latency_samples=int(config.get("latency_samples", 10)),
-            request_bytes=int(config.get("request_bytes", 64 * 1024 * 1024)),
+            request_bytes=int(config.get("request_bytes", 64 * MIB)),
+            upload_request_bytes=int(config.get("upload_request_bytes", 8 * MIB)),
+            budget_bytes=int(config.get("budget_bytes", 256 * MIB)),
             timeout=float(config.get("timeout_seconds", 10.0)),
         )
 
@@ -532,28 +554,55 @@ class _CollectorSettings:
 class _ServiceAnswer(Exception):
     """The collector answered a speed-test request with an error status."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"collector answered HTTP {status}")
+    def __init__(self, what: str, status: int, detail: str | None) -> None:
+        message = f"{what} refused with HTTP {status}"
+        super().__init__(f"{message}: {detail}" if detail else message)
         self.reason = _REFUSAL_REASONS.get(status, "error")
 
 
-class _Window:
-    """Counts the bytes one stream moves, and those inside the measured window."""
+class _NothingMeasured(Exception):
+    """No byte moved inside the measured window."""
 
-    def __init__(self, opens: float, closes: float) -> None:
-        self.opens, self.closes = opens, closes
+
+class _Meter:
+    """Bytes all streams of one direction moved, and those in the measured window.
+
+    The window opens after the warm-up time, or as soon as the warm-up has moved
+    ``WARMUP_SHARE`` of the byte budget; it closes after the measuring time, or as
+    soon as the budget is spent. Rates are measured bytes over the window's length.
+    """
+
+    def __init__(self, warmup: float, duration: float, budget: int) -> None:
+        self.duration, self.budget = duration, budget
+        self.opens = time.perf_counter() + warmup
+        self.closes = self.opens + duration
         self.total = 0
         self.measured = 0
-        self.error: Exception | None = None
+        self.errors: list[Exception] = []
+        self._lock = threading.Lock()
 
     def add(self, count: int) -> None:
-        now = time.perf_counter()
-        self.total += count
-        if self.opens <= now <= self.closes:
-            self.measured += count
+        with self._lock:
+            now = time.perf_counter()
+            self.total += count
+            if now < self.opens and self.total >= self.budget * WARMUP_SHARE:
+                self.opens, self.closes = now, now + self.duration
+            elif self.opens <= now <= self.closes:
+                self.measured += count
+                if self.total >= self.budget:
+                    self.closes = now
 
     def over(self) -> bool:
         return time.perf_counter() > self.closes
+
+    def rate(self) -> float:
+        """Bytes per second inside the window; raises when nothing was measured."""
+        seconds = self.closes - self.opens
+        if self.measured == 0 or seconds <= 0:
+            raise _NothingMeasured(
+                f"no byte moved in the {self.duration:g} s measuring window"
+            )
+        return round(self.measured / seconds, 1)
 
 
 def _run_collector(config: dict, session: requests.Session, clock) -> dict:
@@ -566,15 +615,24 @@ def _run_collector(config: dict, session: requests.Session, clock) -> dict:
     try:
         _collector_figures(result, session, settings)
     except _ServiceAnswer as exc:
-        return _finish(_fail(result, exc.reason), began)
-    except requests.Timeout:
-        return _finish(_fail(result, "timeout"), began)
-    except requests.ConnectionError:
-        return _finish(_fail(result, "server unreachable"), began)
+        return _finish(_fail(result, exc.reason, str(exc)), began)
+    except _NothingMeasured as exc:
+        return _finish(_fail(result, "timeout", str(exc)), began)
     except requests.RequestException as exc:
-        logger.warning("collector speed test failed: %r", exc)
-        return _finish(_fail(result, "error"), began)
+        reason, message = _request_failure(exc, settings)
+        return _finish(_fail(result, reason, message), began)
     return _finish(result, began)
+
+
+def _request_failure(exc: requests.RequestException, settings) -> tuple[str, str]:
+    """The reason and message of a request that got no HTTP answer."""
+    host = urlsplit(settings.server_url).netloc
+    if isinstance(exc, requests.Timeout):
+        return "timeout", f"no answer from {host} within {settings.timeout:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        return "server unreachable", f"{host}: {request_reason(exc)}"
+    logger.warning("collector speed test failed: %r", exc)
+    return "error", f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _schoolmon_version() -> str | None:
@@ -586,15 +644,13 @@ def _schoolmon_version() -> str | None:
 
 def _collector_figures(result: dict, session, settings: _CollectorSettings) -> None:
     rtts = _round_trips(session, settings)
-    down = _transfer(session, settings, _download_stream)
-    result["bytes_used"] = sum(window.total for window in down)
-    up = _transfer(session, settings, _upload_stream)
-    result["bytes_used"] += sum(window.total for window in up)
+    down = _transfer(session, settings, _download_stream, result)
+    up = _transfer(session, settings, _upload_stream, result)
 
     result["latency_seconds"] = round(statistics.median(rtts), 6)
     result["jitter_seconds"] = round(_jitter(rtts), 6) if len(rtts) > 1 else None
-    result["download_bytes_per_second"] = _rate(down, settings.duration)
-    result["upload_bytes_per_second"] = _rate(up, settings.duration)
+    result["download_bytes_per_second"] = down.rate()
+    result["upload_bytes_per_second"] = up.rate()
     result.update({"ok": True, "streams": settings.streams})
     logger.info(
         "speed test (collector): down %.0f B/s, up %.0f B/s, latency %.3f s",
@@ -608,15 +664,21 @@ def _jitter(rtts: list[float]) -> float:
     return statistics.fmean(abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False))
 
 
-def _rate(windows: list[_Window], duration: float) -> float:
-    return round(sum(window.measured for window in windows) / duration, 1)
-
-
-def _checked(response: requests.Response) -> requests.Response:
+def _checked(response: requests.Response, what: str) -> requests.Response:
     if response.status_code >= 400:
+        detail = _answer_message(response)
         response.close()
-        raise _ServiceAnswer(response.status_code)
+        raise _ServiceAnswer(what, response.status_code, detail)
     return response
+
+
+def _answer_message(response: requests.Response) -> str | None:
+    """The collector's ``message`` from an error answer, if it sent one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("message") if isinstance(body, dict) else None
 
 
 def _round_trips(session, settings: _CollectorSettings) -> list[float]:
@@ -630,41 +692,38 @@ def _round_trips(session, settings: _CollectorSettings) -> list[float]:
             timeout=settings.timeout,
         )
         samples.append(time.perf_counter() - began)
-        _checked(response)
+        _checked(response, "latency")
     return samples[1:]
 
 
-def _transfer(session, settings: _CollectorSettings, stream) -> list[_Window]:
-    """Run ``settings.streams`` parallel streams; measure after the warm-up."""
-    opens = time.perf_counter() + settings.warmup
-    windows = [
-        _Window(opens, opens + settings.duration) for _ in range(settings.streams)
-    ]
+def _transfer(session, settings: _CollectorSettings, stream, result: dict) -> _Meter:
+    """Run ``settings.streams`` parallel streams; count what they moved as used."""
+    meter = _Meter(settings.warmup, settings.duration, settings.budget_bytes)
     threads = [
-        threading.Thread(target=_guarded, args=(stream, session, settings, window))
-        for window in windows
+        threading.Thread(target=_guarded, args=(stream, session, settings, meter))
+        for _ in range(settings.streams)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(settings.warmup + settings.duration + 2 * settings.timeout)
 
-    errors = [window.error for window in windows if window.error is not None]
-    if errors:
-        raise errors[0]
-    return windows
+    result["bytes_used"] += meter.total
+    if meter.errors:
+        raise meter.errors[0]
+    return meter
 
 
-def _guarded(stream, session, settings, window: _Window) -> None:
+def _guarded(stream, session, settings, meter: _Meter) -> None:
     try:
-        stream(session, settings, window)
+        stream(session, settings, meter)
     except (requests.RequestException, _ServiceAnswer) as exc:
-        window.error = exc
+        meter.errors.append(exc)
 
 
-def _download_stream(session, settings: _CollectorSettings, window: _Window) -> None:
+def _download_stream(session, settings: _CollectorSettings, meter: _Meter) -> None:
     params = {"bytes": settings.request_bytes}
-    while not window.over():
+    while not meter.over():
         response = session.get(
             settings.url("download"),
             params=params,
@@ -672,26 +731,31 @@ def _download_stream(session, settings: _CollectorSettings, window: _Window) -> 
             stream=True,
             timeout=settings.timeout,
         )
-        with _checked(response):
+        with _checked(response, "download"):
             for chunk in response.iter_content(64 * 1024):
-                window.add(len(chunk))
-                if window.over():
+                meter.add(len(chunk))
+                if meter.over():
                     break
 
 
-def _upload_stream(session, settings: _CollectorSettings, window: _Window) -> None:
-    while not window.over():
+def _upload_stream(session, settings: _CollectorSettings, meter: _Meter) -> None:
+    """POST bodies of at most ``upload_request_bytes`` until the window closes."""
+    while not meter.over():
         response = session.post(
             settings.url("upload"),
-            data=_upload_body(window),
+            data=_upload_body(meter, settings.upload_request_bytes),
             headers=settings.headers(),
             timeout=settings.timeout,
         )
-        _checked(response).close()
+        _checked(response, "upload").close()
 
 
-def _upload_body(window: _Window) -> Iterator[bytes]:
-    """Yield random blocks until the window closes, counting each one once sent."""
-    while not window.over():
-        yield _UPLOAD_BLOCK
-        window.add(len(_UPLOAD_BLOCK))
+def _upload_body(meter: _Meter, limit: int) -> Iterator[bytes]:
+    """Yield random blocks until the window closes or ``limit`` bytes are sent,
+    counting each block once it has been sent."""
+    sent = 0
+    while sent < limit and not meter.over():
+        block = _UPLOAD_BLOCK[: limit - sent]
+        yield block
+        sent += len(block)
+        meter.add(len(block))

@@ -42,6 +42,7 @@ class Credential:
     server_url: str
     report_interval_seconds: float | None = None
     token: str | None = None
+    revoked_at: str | None = None
 
 
 def is_service_account() -> bool:
@@ -58,15 +59,39 @@ def resolve_state_dir(
     environ: Mapping[str, str],
     configured: str | None,
     service: bool | None = None,
+    platform: str = sys.platform,
 ) -> Path:
     """Pick the state directory: option, then environment, then configuration,
-    then the platform's site data directory (service) or user data directory."""
-    for chosen in (option, environ.get(ENV_STATE_DIR), configured):
-        if chosen:
-            return Path(chosen).expanduser()
-    if service if service is not None else is_service_account():
+    then the platform's default (``default_state_dir``)."""
+    sources = (
+        ("--state-dir", option),
+        (ENV_STATE_DIR, environ.get(ENV_STATE_DIR)),
+        ("state_dir", configured),
+    )
+    for source, chosen in sources:
+        if chosen is None:
+            continue
+        if not chosen.strip():
+            raise StateError(
+                f"{source} = {chosen!r}: expected a directory path, got an empty one"
+            )
+        return Path(chosen).expanduser()
+    if service is None:
+        service = is_service_account()
+    return default_state_dir(service, environ, platform)
+
+
+def default_state_dir(service: bool, environ: Mapping[str, str], platform: str) -> Path:
+    """Where a service keeps its state (/var/lib/schoolmon on Linux,
+    %ProgramData%\\schoolmon on Windows), else the user's data directory."""
+    if not service:
+        return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    if platform == "win32":
+        program_data = environ.get("PROGRAMDATA") or r"C:\ProgramData"
+        return Path(program_data) / APP_NAME
+    if platform == "darwin":
         return Path(platformdirs.site_data_dir(APP_NAME, appauthor=False))
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    return Path("/var/lib") / APP_NAME
 
 
 class State:
@@ -83,13 +108,32 @@ class State:
     def outbox_path(self) -> Path:
         return self.directory / OUTBOX_FILE
 
+    def check(self) -> None:
+        """Fail unless the directory exists or could be created; create nothing."""
+        if self.directory.exists():
+            if not self.directory.is_dir():
+                raise StateError(
+                    f"cannot use state directory {self.directory}: it is a file"
+                )
+            return
+        ancestor = self.directory.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise StateError(
+                f"cannot create state directory {self.directory}: "
+                f"{ancestor} is a file"
+            )
+
     def ensure(self) -> None:
         """Create the directory (owner-only where the platform allows) if missing."""
+        self.check()
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StateError(
-                f"cannot create state directory {self.directory}: {exc}"
+                f"cannot create state directory {self.directory}: "
+                f"{exc.strerror or exc}"
             ) from exc
 
     def load_credential(self) -> Credential | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from schoolmon.agent.config import Timeouts
+from schoolmon.agent.probes import request_reason
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ RETRY = "retry"
 SET_ASIDE = "set_aside"
 TOO_LARGE = "too_large"
 REENROLL = "reenroll"
+REVOKED = "revoked"
 _RETRYABLE_4XX = (408, 429)
 
 
@@ -74,7 +76,9 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            return Answer(RETRY, None, f"collector unreachable: {_short(exc)}")
+            reason = request_reason(exc)
+            logger.debug("report not sent: %s", _short(exc))
+            return Answer(RETRY, None, f"collector unreachable ({reason})")
         answer = classify(response)
         logger.info("report of %d bytes (gzip): %s", len(body), answer.message)
         return answer
@@ -98,7 +102,10 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise EnrollError(f"cannot reach {self.server_url}: {_short(exc)}") from exc
+            logger.debug("enrollment not sent: %s", _short(exc))
+            raise EnrollError(
+                f"cannot reach {self.server_url} ({request_reason(exc)})"
+            ) from exc
         return _enrollment(response)
 
 
@@ -128,12 +135,18 @@ def classify(response: requests.Response) -> Answer:
     if status == 200:
         return Answer(RETRY, status, "200 but the answer is not the collector's JSON")
     if status == 401:
-        return Answer(REENROLL, status, message, body)
+        return Answer(_refused_credential(body), status, message, body)
     if status == 413:
         return Answer(TOO_LARGE, status, message, body)
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
         return Answer(SET_ASIDE, status, message, body)
     return Answer(RETRY, status, message, body, _retry_after(response))
+
+
+def _refused_credential(body: dict[str, Any]) -> str:
+    """A revoked credential stops delivery; any other 401 (unknown credential, as
+    after a collector restored from backup) is mended by enrolling again."""
+    return REVOKED if body.get("error") == "revoked_credential" else REENROLL
 
 
 def _json_body(response: requests.Response) -> dict[str, Any]:

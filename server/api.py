@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import random
 import threading
@@ -44,6 +43,10 @@ from schoolmon.server.schemas import (
     EnrollRequest,
     Report,
     ReportAnswer,
+    WireJsonError,
+    json_kind,
+    parse_wire_json,
+    quoted,
 )
 from schoolmon.server.speedtest import build_router
 from schoolmon.server.storage import Storage
@@ -142,22 +145,25 @@ def _validation_error(errors: list[Any]) -> ApiError:
     details = [
         {
             "loc": ".".join(str(part) for part in item["loc"]),
-            "message": item["msg"],
+            "message": item["msg"].removeprefix("Value error, "),
             "type": item["type"],
         }
         for item in errors[:50]
     ]
     first = errors[0]
-    value = repr(first.get("input"))
-    value = value if len(value) <= 80 else value[:77] + "..."
-    message = f"{details[0]['loc']}: {first['msg']} (got {value})"
+    message = f"{details[0]['loc']}: {details[0]['message']}"
+    value = first.get("input")
+    whole_judged = first["type"] == "value_error" and isinstance(value, dict | list)
+    if first["type"] != "missing" and not whole_judged:
+        message += f" (got {quoted(value)})"
     if len(errors) > 1:
         message += f"; and {len(errors) - 1} more problem(s), see details"
     return ApiError(422, "validation_failed", message, details)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, decompressed if gzip, within ``limit`` bytes."""
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object, decompressed if gzip, within ``limit``
+    bytes (schemas.parse_wire_json says which JSON is refused)."""
     body = await _read_limited(request, limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
@@ -166,14 +172,20 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ApiError(
             415,
             "unsupported_encoding",
-            f"Content-Encoding {encoding!r} is not supported; accepted: gzip, identity",
+            f"Content-Encoding {quoted(encoding)} is not supported; "
+            "accepted: gzip, identity",
         )
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = parse_wire_json(body)
+    except WireJsonError as error:
+        raise ApiError(400, "malformed_json", str(error)) from None
+    if not isinstance(data, dict):
         raise ApiError(
-            400, "malformed_json", f"the body is not valid JSON: {error}"
-        ) from None
+            422,
+            "validation_failed",
+            f"the body is {json_kind(data)}; expected a JSON object",
+        )
+    return data
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -233,15 +233,30 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError as error:
-        raise ConfigError(f"configuration file {str(path)!r} does not exist") from error
+        raw = tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from error
     return config_from_mapping(raw, source=str(path))
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; a UTF-8 BOM (Windows editors write one) is dropped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise ConfigError(f"configuration file {str(path)!r} does not exist") from error
+    except OSError as error:
+        raise ConfigError(
+            f"configuration file {str(path)!r}: {error.strerror}"
+        ) from error
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{path} line {line}: byte 0x{data[error.start]:02X} is not UTF-8 text; "
+            "save it as UTF-8"
+        ) from None
 
 
 def config_from_mapping(raw: dict[str, Any], source: str = "configuration") -> Config:
@@ -268,7 +283,12 @@ def _describe(item: dict[str, Any]) -> str:
     if item["type"] == "extra_forbidden":
         return f"unknown key {key!r}; accepted keys here: {_accepted_keys(item['loc'])}"
     message = item["msg"].removeprefix("Value error, ")
-    return f"{key} = {item.get('input')!r}: {message}"
+    return f"{key} = {_shown(item.get('input'))}: {message}"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "\u2026"
 
 
 def _accepted_keys(loc: tuple[Any, ...]) -> str:

@@ -24,15 +24,18 @@ Decisions where SPEC.md leaves room:
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
 
 from schoolmon.agent.inventory.normalize import clean_text, section_data
 from schoolmon.server.auth import ROLES
-from schoolmon.server.clock import from_storage, to_wire
+from schoolmon.server.clock import from_storage, to_storage, to_wire
 from schoolmon.server.config import Config
 from schoolmon.server.policy import (
     GIB,
@@ -54,8 +57,17 @@ from schoolmon.server.reporting import Report, SchoolRow, build_report
 from schoolmon.server.sessions import Interval, session_intervals
 from schoolmon.server.speedtest import plausibility_flags
 from schoolmon.server.storage import Storage
-from schoolmon.server.uptime import Outage, ProbeSample, Uptime, compute_uptime
+from schoolmon.server.uptime import (
+    DEFAULT_COVERAGE_INTERVALS,
+    Outage,
+    SchoolTimeline,
+    Uptime,
+    Verdict,
+    uptime_from_verdicts,
+)
 from schoolmon.server.uptime import offline_now as offline_verdict
+
+logger = logging.getLogger(__name__)
 
 DEVICE_STATES = ("online", "seen_7d")
 MEMORY_BUCKETS = ("lt_4gib", "4_8gib", "ge_8gib", "unknown")
@@ -63,62 +75,105 @@ AGE_BUCKETS = ("lt_5y", "5_10y", "ge_10y", "unknown")
 UNKNOWN_OS = "unknown"
 _WINDOWS = re.compile(r"windows\s+(xp|vista|server\s+\d+|\d+(?:\.\d+)?)", re.I)
 _WINDOWS_11_BUILD = 22000
+# Schools whose timelines are rebuilt with one query each; more: one query for all.
+REBUILD_ONE_BY_ONE = 50
 
 
 # What the database holds --------------------------------------------------------------
 
 
+class DeviceRow(NamedTuple):
+    """What the figures read of one device (instants as stored text)."""
+
+    school: str
+    id: str
+    role: str
+    last_seen_at: str | None
+    last_skew_seconds: float | None
+    inventory_hash: str | None
+    inventory_at: str | None
+
+    @property
+    def inventory_key(self) -> tuple[str | None, str | None]:
+        """Changes whenever the device's stored inventory does."""
+        return self.inventory_hash, self.inventory_at
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything the figures read, by school code (devices' inventories by id)."""
+    """Everything the figures read, by school code (devices' inventories by id;
+    probe cycle verdicts by school and device, in time order)."""
 
     schools: list[dict[str, Any]]
-    devices: dict[str, list[dict[str, Any]]]
-    cycles: dict[str, list[tuple[Any, ...]]]
+    devices: dict[str, list[DeviceRow]]
+    verdicts: dict[str, dict[str, list[Verdict]]]
     speedtests: dict[str, list[dict[str, Any]]]
     inventories: dict[str, dict[str, Any]]
-    asset_events: dict[tuple[str, str], int]
+    asset_events: dict[str, dict[str, int]]
 
 
 def load_snapshot(
     storage: Storage, config: Config, now: datetime, school: str | None = None
 ) -> Snapshot:
     """Read what the figures need with one query per kind (all active schools, or
-    the one ``school``)."""
+    the one ``school``), all from one state of the database."""
     window = config.policy.uptime_window
     coverage = timedelta(seconds=_coverage_seconds(config))
     start, end = now - window, now + timedelta(microseconds=1)
-    if school is None:
-        schools = storage.schools()
-    else:
-        schools = [row for row in [storage.school(school)] if row is not None]
+    with storage.snapshot():
+        if school is None:
+            schools = storage.schools()
+        else:
+            schools = [row for row in [storage.school(school)] if row is not None]
+        return Snapshot(
+            schools=schools,
+            devices=_by_school(map(DeviceRow._make, storage.device_states(school))),
+            verdicts=cycle_verdicts(
+                storage.probe_cycles(start - coverage, end, school)
+            ),
+            speedtests=_by_school(storage.speedtests_between(start, end, school)),
+            inventories=storage.inventory_facts(school),
+            asset_events=events_by_school(
+                storage.asset_event_counts_between(start, end)
+            ),
+        )
 
-    return Snapshot(
-        schools=schools,
-        devices=_by_school(storage.devices(school)),
-        cycles=_by_first(storage.probe_cycles(start - coverage, end, school)),
-        speedtests=_by_school(storage.speedtests_between(start, end, school)),
-        inventories=storage.inventory_facts(school),
-        asset_events=storage.asset_event_counts_between(start, end),
-    )
 
-
-def _by_school(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
+def _by_school(rows: Iterable[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
     for row in rows:
-        grouped.setdefault(row["school"], []).append(row)
+        code = row.school if isinstance(row, DeviceRow) else row["school"]
+        grouped.setdefault(code, []).append(row)
     return grouped
 
 
-def _by_first(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
-    grouped: dict[str, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        grouped.setdefault(row[0], []).append(row)
+def cycle_verdicts(
+    rows: Iterable[tuple[Any, ...]],
+) -> dict[str, dict[str, list[Verdict]]]:
+    """Probe cycle rows ``(school, device, verdict_at, reached)`` as verdicts
+    ``(instant as POSIX seconds, reached)`` per school and device, in time order."""
+    grouped: dict[str, dict[str, list[Verdict]]] = {}
+    for school, device, at, reached in rows:
+        runs = grouped.setdefault(school, {}).setdefault(device, [])
+        runs.append((from_storage(at).timestamp(), bool(reached)))
+    for devices in grouped.values():
+        for runs in devices.values():
+            runs.sort()
+    return grouped
+
+
+def events_by_school(
+    counts: Mapping[tuple[str, str], int],
+) -> dict[str, dict[str, int]]:
+    """Asset event counts ``{(school, kind): n}`` as ``{school: {kind: n}}``."""
+    grouped: dict[str, dict[str, int]] = {}
+    for (school, kind), n in sorted(counts.items()):
+        grouped.setdefault(school, {})[kind] = n
     return grouped
 
 
 def _coverage_seconds(config: Config) -> float:
-    return config.server.report_interval_seconds * 1.5
+    return config.server.report_interval_seconds * DEFAULT_COVERAGE_INTERVALS
 
 
 # The figures of one school ------------------------------------------------------------
@@ -187,10 +242,9 @@ class SchoolFigures:
 def school_figures(
     storage: Storage, config: Config, now: datetime
 ) -> dict[str, SchoolFigures]:
-    """Figures of every active school, by code, from one pass of queries."""
-    snapshot = load_snapshot(storage, config, now)
-    judge = Judge(config, now)
-    return {row["code"]: judge.school(row, snapshot) for row in snapshot.schools}
+    """Figures of every active school, by code (kept between calls: see
+    ``FiguresCache``)."""
+    return figures_cache(storage, config).figures(now)
 
 
 def figures_for(
@@ -203,14 +257,32 @@ def figures_for(
     return Judge(config, now).school(snapshot.schools[0], snapshot)
 
 
+def computed_figures(
+    storage: Storage, config: Config, now: datetime
+) -> dict[str, SchoolFigures]:
+    """Figures of every active school computed afresh from one pass of queries."""
+    snapshot = load_snapshot(storage, config, now)
+    judge = Judge(config, now)
+    return {row["code"]: judge.school(row, snapshot) for row in snapshot.schools}
+
+
+LabFigures = tuple[LabVerdict, "LabPcs"]
+TestFigures = tuple[ConnectivityVerdict, datetime | None]
+
+
 class Judge:
-    """Turns a snapshot into figures at one instant with one configuration."""
+    """Turns what the database holds into figures at one instant with one
+    configuration."""
 
     def __init__(self, config: Config, now: datetime) -> None:
         self.config, self.now = config, now
         self.policy = Policy.from_config(config)
         self.window = config.policy.uptime_window
+        self.interval = config.server.report_interval_seconds
         self._sessions: dict[str | None, list[Interval]] = {}
+        self.now_text = to_storage(now)
+        self.seen_since = to_storage(now - self.window)
+        self.online_since = to_storage(now - config.policy.offline_after)
 
     def sessions(self, timezone: str | None) -> list[Interval]:
         """Session intervals of the window (plus a day) up to now, per time zone."""
@@ -223,56 +295,53 @@ class Judge:
         return self._sessions[timezone]
 
     def school(self, row: dict[str, Any], snapshot: Snapshot) -> SchoolFigures:
-        """The figures of the school ``row``."""
+        """The figures of the school ``row`` from a snapshot."""
         code, sessions = row["code"], self.sessions(row.get("timezone"))
         devices = snapshot.devices.get(code, [])
-        samples = [_verdict_sample(cycle) for cycle in snapshot.cycles.get(code, [])]
-        uptime = compute_uptime(
-            samples,
-            sessions,
-            self.config.server.report_interval_seconds,
-            self.now,
-            self.window,
+        verdicts = snapshot.verdicts.get(code, {})
+        uptime = uptime_from_verdicts(
+            verdicts, sessions, self.interval, self.now, self.window
         )
-        facts = device_facts(devices, snapshot.inventories, last_internet(samples))
-        tests = speed_tests(snapshot.speedtests.get(code, []), row, sessions)
-        return self._figures(row, devices, uptime, facts, tests, snapshot)
+        internet = _instants(latest_reached(verdicts))
+        lab = self.lab(row, devices, snapshot.inventories, internet)
+        tested = self.tested(row, snapshot.speedtests.get(code, []))
+        return self.assemble(
+            row, devices, uptime, lab, tested, snapshot.asset_events.get(code, {})
+        )
 
-    def _figures(
+    def assemble(
         self,
         row: dict[str, Any],
-        devices: list[dict[str, Any]],
+        devices: list[DeviceRow],
         uptime: Uptime,
-        facts: list[DeviceFacts],
-        tests: list[SpeedTest],
-        snapshot: Snapshot,
+        lab: LabFigures,
+        tested: TestFigures,
+        asset_events: dict[str, int],
     ) -> SchoolFigures:
+        """The school's figures from its judged parts and its devices."""
         period_start = current_period_start(
             self.sessions(row.get("timezone")), self.now
         )
-        last_seen = max(
-            (d["last_seen_at"] for d in devices if d["last_seen_at"]), default=None
-        )
-        verdict = connectivity(
-            tests, now=self.now, students=row.get("students"), policy=self.policy
-        )
+        seen = max((d.last_seen_at for d in devices if d.last_seen_at), default=None)
+        last_seen = from_storage(seen)
+        verdict, last_test = tested
         return SchoolFigures(
             info=row,
             at=self.now,
             in_session=period_start is not None,
             last_seen=last_seen,
             offline_now=self.offline(last_seen, period_start),
-            devices=device_counts(devices, self.config, self.now),
+            devices=self.device_counts(devices),
             uptime=uptime,
             connectivity=verdict,
-            last_speedtest_at=last_valid_test(tests, self.now, self.window),
+            last_speedtest_at=last_test,
             connected=connected(
                 uptime.uptime_ratio, verdict.connectivity_class, self.policy
             ),
-            lab=lab_verdict(_school(row), facts, now=self.now, policy=self.policy),
-            lab_pcs=self.lab_pcs(row["code"], facts, snapshot.inventories),
-            clock_skew_seconds=largest_skew(devices, self.now, self.window),
-            asset_events=_asset_events(row["code"], snapshot.asset_events),
+            lab=lab[0],
+            lab_pcs=lab[1],
+            clock_skew_seconds=self.largest_skew(devices),
+            asset_events=asset_events,
         )
 
     def offline(
@@ -284,8 +353,87 @@ class Judge:
         since = max(last_seen, period_start) if last_seen else period_start
         return offline_verdict(since, True, self.now, self.config.policy.offline_after)
 
+    def device_counts(self, devices: Iterable[DeviceRow]) -> dict[tuple[str, str], int]:
+        """Devices per (role, state) for every role and state, zeros included.
+
+        ``online``: reported within the offline window; ``seen_7d``: within the
+        uptime window (7 days by default).
+        """
+        counts = {(role, state): 0 for role in ROLES for state in DEVICE_STATES}
+        for device in devices:
+            seen, role = device.last_seen_at, device.role
+            if seen is None or role not in ROLES:
+                continue
+            if seen > self.online_since:
+                counts[(role, "online")] += 1
+            if seen > self.seen_since:
+                counts[(role, "seen_7d")] += 1
+        return counts
+
+    def largest_skew(self, devices: Iterable[DeviceRow]) -> float:
+        """Largest absolute clock skew among devices seen in the window (0 when
+        none)."""
+        skews = [
+            abs(d.last_skew_seconds)
+            for d in devices
+            if d.last_skew_seconds is not None
+            and d.last_seen_at is not None
+            and d.last_seen_at > self.seen_since
+        ]
+        return max(skews, default=0.0)
+
+    def lab(
+        self,
+        row: dict[str, Any],
+        devices: list[DeviceRow],
+        inventories: Mapping[str, dict[str, Any]],
+        internet: Mapping[str, datetime],
+    ) -> LabFigures:
+        """The equipped-lab verdict and the school's lab PCs."""
+        facts = device_facts(devices, inventories, internet)
+        verdict = lab_verdict(_school(row), facts, now=self.now, policy=self.policy)
+        return verdict, self.lab_pcs(row["code"], facts, inventories)
+
+    def lab_signature(
+        self,
+        row: dict[str, Any],
+        devices: list[DeviceRow],
+        internet: Mapping[str, datetime],
+    ) -> tuple[Any, ...]:
+        """Everything ``lab`` depends on at this instant: equal signatures give
+        equal lab figures (the instants of devices seen and online in the window
+        matter only through that)."""
+        low, high = self.now - self.window, self.now
+        entries = []
+        for d in devices:
+            seen = (
+                d.last_seen_at is not None
+                and self.seen_since <= d.last_seen_at <= self.now_text
+            )
+            net = internet.get(d.id)
+            online = net is not None and low <= net <= high
+            entries.append(
+                (
+                    d.id,
+                    d.role,
+                    d.inventory_key,
+                    None if seen else (d.last_seen_at,),
+                    None if online else (net,),
+                )
+            )
+        return (tuple(row.values()), self.now.date(), tuple(entries))
+
+    def tested(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> TestFigures:
+        """The connectivity verdict and the latest valid speed test of the window's
+        stored speed tests ``rows``."""
+        tests = speed_tests(rows, row, self.sessions(row.get("timezone")))
+        verdict = connectivity(
+            tests, now=self.now, students=row.get("students"), policy=self.policy
+        )
+        return verdict, last_valid_test(tests, self.now, self.window)
+
     def lab_pcs(
-        self, code: str, facts: list[DeviceFacts], inventories: dict[str, Any]
+        self, code: str, facts: list[DeviceFacts], inventories: Mapping[str, Any]
     ) -> LabPcs:
         """The school's lab PCs against the minimum specification, and the lab PCs
         seen in the window by memory, OS and age."""
@@ -336,37 +484,33 @@ def _school(row: dict[str, Any]) -> School:
     )
 
 
-def _verdict_sample(cycle: tuple[Any, ...]) -> ProbeSample:
-    """One probe cycle as the single sample that carries its verdict."""
-    _, device, key, first, has_internet, internet_ok, collector_ok = cycle
-    reached_at = internet_ok if has_internet else collector_ok
-    at = from_storage(reached_at or first)
-    return ProbeSample(device, at, key, "internet", "https", reached_at is not None)
-
-
-def last_internet(samples: Iterable[ProbeSample]) -> dict[str, datetime]:
-    """Per device, its latest cycle that reached the Internet."""
-    latest: dict[str, datetime] = {}
-    for sample in samples:
-        known = latest.get(sample.device)
-        if sample.ok and (known is None or sample.placed_at > known):
-            latest[sample.device] = sample.placed_at
+def latest_reached(verdicts: Mapping[str, list[Verdict]]) -> dict[str, float]:
+    """Per device, the instant of its latest cycle that reached the Internet."""
+    latest: dict[str, float] = {}
+    for device, runs in verdicts.items():
+        reached = [at for at, ok in runs if ok]
+        if reached:
+            latest[device] = max(reached)
     return latest
 
 
+def _instants(stamps: Mapping[str, float]) -> dict[str, datetime]:
+    return {key: datetime.fromtimestamp(at, UTC) for key, at in stamps.items()}
+
+
 def device_facts(
-    devices: list[dict[str, Any]],
-    inventories: dict[str, dict[str, Any]],
-    internet: dict[str, datetime],
+    devices: Iterable[DeviceRow],
+    inventories: Mapping[str, dict[str, Any]],
+    internet: Mapping[str, datetime],
 ) -> list[DeviceFacts]:
     """What the lab figure needs of each device."""
     return [
         DeviceFacts.from_sections(
-            device["id"],
-            device["role"],
-            inventories.get(device["id"], {}),
-            last_seen_at=device["last_seen_at"],
-            last_internet_at=internet.get(device["id"]),
+            device.id,
+            device.role,
+            inventories.get(device.id, {}),
+            last_seen_at=from_storage(device.last_seen_at),
+            last_internet_at=internet.get(device.id),
         )
         for device in devices
     ]
@@ -423,45 +567,6 @@ def current_period_start(sessions: list[Interval], now: datetime) -> datetime | 
 
 def _inside(sessions: list[Interval], at: datetime) -> bool:
     return any(lo <= at < hi for lo, hi in sessions)
-
-
-def device_counts(
-    devices: Iterable[dict[str, Any]], config: Config, now: datetime
-) -> dict[tuple[str, str], int]:
-    """Devices per (role, state) for every role and state, zeros included.
-
-    ``online``: reported within the offline window; ``seen_7d``: within the uptime
-    window (7 days by default).
-    """
-    counts = {(role, state): 0 for role in ROLES for state in DEVICE_STATES}
-    windows = {
-        "online": config.policy.offline_after,
-        "seen_7d": config.policy.uptime_window,
-    }
-    for device in devices:
-        seen = device["last_seen_at"]
-        for state, window in windows.items():
-            if seen is not None and now - seen < window and device["role"] in ROLES:
-                counts[(device["role"], state)] += 1
-    return counts
-
-
-def largest_skew(
-    devices: Iterable[dict[str, Any]], now: datetime, window: timedelta
-) -> float:
-    """Largest absolute clock skew among devices seen in the window (0 when none)."""
-    skews = [
-        abs(d["last_skew_seconds"])
-        for d in devices
-        if d["last_skew_seconds"] is not None
-        and d["last_seen_at"] is not None
-        and now - d["last_seen_at"] < window
-    ]
-    return max(skews, default=0.0)
-
-
-def _asset_events(code: str, counts: dict[tuple[str, str], int]) -> dict[str, int]:
-    return {kind: n for (school, kind), n in sorted(counts.items()) if school == code}
 
 
 def _seen(facts: DeviceFacts, now: datetime, window: timedelta) -> bool:
@@ -521,6 +626,212 @@ def age_bucket(sections: Mapping[str, Any], now: datetime) -> str:
     if years < 5:
         return "lt_5y"
     return "5_10y" if years < 10 else "ge_10y"
+
+
+# Kept between scrapes -----------------------------------------------------------------
+
+_CACHES: weakref.WeakKeyDictionary[Storage, list[FiguresCache]] = (
+    weakref.WeakKeyDictionary()
+)
+_CACHES_LOCK = threading.Lock()
+
+
+def figures_cache(storage: Storage, config: Config) -> FiguresCache:
+    """The cache of ``storage``'s figures under ``config`` (made on first use)."""
+    with _CACHES_LOCK:
+        caches = _CACHES.setdefault(storage, [])
+        for cache in caches:
+            if cache.config is config:
+                return cache
+        cache = FiguresCache(storage, config)
+        caches.append(cache)
+        return cache
+
+
+class FiguresCache:
+    """The figures of every active school at successive instants, computed from
+    what changed in the database since the previous call.
+
+    The result is the one ``computed_figures`` gives at the same instant. Each call
+    reads the registry, the devices (a light row each) and the new probe cycles and
+    speed tests. A school's Internet timeline is extended with its new cycle
+    verdicts (``uptime.SchoolTimeline``) and clipped to the window at each call; its
+    lab figures and its connectivity are judged again only when what they depend
+    on changed (devices, inventories, speed tests, or the instants at which a
+    device leaves the window). A call for an instant before an earlier call's, or
+    a school holding cycles judged after the instant, is computed afresh.
+    """
+
+    def __init__(self, storage: Storage, config: Config) -> None:
+        self.storage, self.config = storage, config
+        self.window = config.policy.uptime_window
+        self.coverage = _coverage_seconds(config)
+        self._lock = threading.Lock()
+        self._latest: datetime | None = None
+        self._registry: list[tuple[Any, ...]] | None = None
+        self._schools: list[dict[str, Any]] = []
+        self._cycles_seen = -1
+        self._timelines: dict[str, SchoolTimeline] = {}
+        self._tests_seen = 0
+        self._tests: dict[str, list[dict[str, Any]]] = {}
+        self._facts: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._labs: dict[str, tuple[tuple[Any, ...], LabFigures]] = {}
+        self._tested: dict[str, tuple[tuple[Any, ...], TestFigures]] = {}
+
+    def figures(self, now: datetime) -> dict[str, SchoolFigures]:
+        """Figures of every active school at ``now``, by code."""
+        with self._lock:
+            if self._latest is not None and now < self._latest:
+                return computed_figures(self.storage, self.config, now)
+            self._latest = now
+            judge = Judge(self.config, now)
+            with self.storage.snapshot():
+                devices, events = self._read(now)
+            return {
+                row["code"]: self._school(judge, row, devices, events)
+                for row in self._schools
+            }
+
+    def _read(self, now: datetime) -> tuple[dict[str, list[DeviceRow]], Any]:
+        """Bring the cache up to the database's state; return the devices by school
+        and the window's asset events by school."""
+        storage = self.storage
+        registry = storage.school_rows()
+        if registry != self._registry:
+            self._registry, self._schools = registry, storage.schools()
+        devices = _by_school(map(DeviceRow._make, storage.device_states()))
+        self._read_facts(devices)
+        self._read_cycles(now)
+        self._read_tests(now)
+        start, end = now - self.window, now + timedelta(microseconds=1)
+        events = events_by_school(storage.asset_event_counts_between(start, end))
+        return devices, events
+
+    def _read_facts(self, devices: dict[str, list[DeviceRow]]) -> None:
+        rows = [d for school in devices.values() for d in school]
+        stale = [
+            d.id
+            for d in rows
+            if d.id not in self._facts or self._facts[d.id][0] != d.inventory_key
+        ]
+        read = self.storage.inventory_facts_of(stale) if stale else {}
+        keys = {d.id: d.inventory_key for d in rows}
+        for device in stale:
+            self._facts[device] = (keys[device], read.get(device, {}))
+
+    def _read_cycles(self, now: datetime) -> None:
+        """Extend each school's timeline with its new cycles; rebuild it from the
+        database when a stored cycle changed or a cycle came too late to extend."""
+        active = {row["code"] for row in self._schools}
+        if self._cycles_seen < 0:
+            self._cycles_seen = self.storage.last_probe_sample()
+            stale = set(active)
+        else:
+            stale = self._new_cycles(active)
+        stale |= active - set(self._timelines)
+        if stale:
+            self._rebuild(stale, now)
+
+    def _new_cycles(self, active: set[str]) -> set[str]:
+        seen = self._cycles_seen
+        rows = self.storage.probe_cycles_changed(seen)
+        if rows:
+            self._cycles_seen = rows[-1][5]
+        stale, new = set(), {}
+        for school, device, at, reached, first, _ in rows:
+            if school not in active:
+                continue
+            if first <= seen:
+                stale.add(school)
+            verdict = (from_storage(at).timestamp(), bool(reached))
+            new.setdefault(school, {}).setdefault(device, []).append(verdict)
+        for school, verdicts in new.items():
+            timeline = self._timelines.get(school)
+            if school in stale or timeline is None or not timeline.add(verdicts):
+                stale.add(school)
+        return stale
+
+    def _rebuild(self, schools: set[str], now: datetime) -> None:
+        loaded_from = now - self.window - timedelta(seconds=self.coverage)
+        if len(schools) > REBUILD_ONE_BY_ONE:
+            rows = self.storage.probe_cycles(loaded_from, None)
+        else:
+            rows = []
+            for school in sorted(schools):
+                rows += self.storage.probe_cycles(loaded_from, None, school)
+        verdicts = cycle_verdicts(rows)
+        for school in schools:
+            self._timelines[school] = SchoolTimeline.build(
+                verdicts.get(school, {}), self.coverage, loaded_from.timestamp()
+            )
+        logger.debug("figures: rebuilt the timelines of %d schools", len(schools))
+
+    def _read_tests(self, now: datetime) -> None:
+        """Add new speed tests; forget those that left the window."""
+        start = now - self.window
+        newest = self.storage.last_speedtest()
+        for row in self.storage.speedtests_after(self._tests_seen, start, newest):
+            self._tests.setdefault(row["school"], []).append(row)
+        self._tests_seen = newest
+        for school, rows in self._tests.items():
+            if rows and rows[0]["placed_at"] < start:
+                self._tests[school] = [r for r in rows if r["placed_at"] >= start]
+
+    def _school(
+        self,
+        judge: Judge,
+        row: dict[str, Any],
+        devices: dict[str, list[DeviceRow]],
+        events: dict[str, dict[str, int]],
+    ) -> SchoolFigures:
+        code = row["code"]
+        timeline = self._timelines[code]
+        if not timeline.covers(judge.now, self.window):
+            return figures_for(self.storage, self.config, judge.now, code)
+        own = devices.get(code, [])
+        sessions = judge.sessions(row.get("timezone"))
+        uptime = timeline.uptime(sessions, judge.now, self.window)
+        internet = _instants(timeline.last_internet(judge.now, self.window))
+        return judge.assemble(
+            row,
+            own,
+            uptime,
+            self._lab(judge, row, own, internet),
+            self._tested_at(judge, row),
+            events.get(code, {}),
+        )
+
+    def _lab(
+        self,
+        judge: Judge,
+        row: dict[str, Any],
+        devices: list[DeviceRow],
+        internet: dict[str, datetime],
+    ) -> LabFigures:
+        signature = judge.lab_signature(row, devices, internet)
+        known = self._labs.get(row["code"])
+        if known is not None and known[0] == signature:
+            return known[1]
+        inventories = {d.id: self._facts[d.id][1] for d in devices}
+        lab = judge.lab(row, devices, inventories, internet)
+        self._labs[row["code"]] = (signature, lab)
+        return lab
+
+    def _tested_at(self, judge: Judge, row: dict[str, Any]) -> TestFigures:
+        start, now = judge.now - self.window, judge.now
+        rows = [
+            r
+            for r in self._tests.get(row["code"], [])
+            if start <= r["placed_at"] <= now
+        ]
+        signature = (tuple(row.values()), tuple(r["rowid"] for r in rows))
+        known = self._tested.get(row["code"])
+        if known is not None and known[0] == signature:
+            return known[1]
+        rows.sort(key=lambda r: (r["placed_at"], r["device"], r["run"], r["seq"]))
+        tested = judge.tested(row, rows)
+        self._tested[row["code"]] = (signature, tested)
+        return tested
 
 
 # As the API shows them ----------------------------------------------------------------
@@ -648,12 +959,20 @@ def device_figures(
     """A device against the lab PC specification, and why, as the API shows it."""
     start = now - config.policy.uptime_window
     end = now + timedelta(microseconds=1)
-    cycles = storage.probe_cycles(start, end, device["school"])
-    samples = [_verdict_sample(c) for c in cycles if c[1] == device["id"]]
-    sections = storage.inventory_facts(device["school"]).get(device["id"], {})
-    facts = device_facts([device], {device["id"]: sections}, last_internet(samples))
-    result, reasons = device_compliance(facts[0], now, Policy.from_config(config))
-    return compliance_json(facts[0], result, reasons, sections)
+    with storage.snapshot():
+        cycles = storage.probe_cycles(start, end, device["school"])
+        sections = storage.inventory_facts_of([device["id"]]).get(device["id"], {})
+    verdicts = cycle_verdicts(cycles).get(device["school"], {})
+    internet = _instants(latest_reached(verdicts))
+    facts = DeviceFacts.from_sections(
+        device["id"],
+        device["role"],
+        sections,
+        last_seen_at=device["last_seen_at"],
+        last_internet_at=internet.get(device["id"]),
+    )
+    result, reasons = device_compliance(facts, now, Policy.from_config(config))
+    return compliance_json(facts, result, reasons, sections)
 
 
 def compliance_json(
@@ -714,7 +1033,7 @@ def report_row(figures: SchoolFigures) -> SchoolRow:
 
 def district_report(storage: Storage, config: Config, now: datetime) -> Report:
     """The province report of every active school for the window ending at ``now``."""
-    figures = school_figures(storage, config, now)
+    figures = computed_figures(storage, config, now)
     return build_report(
         [report_row(f) for f in figures.values()],
         period_start=now - config.policy.uptime_window,

@@ -9,6 +9,10 @@ Lists and strings are bounded so one report cannot exhaust the collector.
 
 from __future__ import annotations
 
+import codecs
+import json
+import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -22,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 MAX_PROBES = 5000
 MAX_SPEEDTESTS = 100
@@ -36,6 +41,8 @@ SPEEDTEST_REASONS = (
     "error",
 )
 INSTRUCTION_KINDS = ("run_speedtest", "send_full_inventory", "replace_credential")
+QUOTED_MAX_CHARS = 80
+MAX_INT_DIGITS = 100
 
 
 def _utc(value: datetime) -> datetime:
@@ -50,7 +57,7 @@ Token = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 Seconds = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0, lt=2**63)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class _Envelope(BaseModel):
@@ -276,22 +283,39 @@ class Inventory(_Envelope):
     @field_validator("sections")
     @classmethod
     def _known_section_shapes(cls, sections: dict[str, Section]) -> dict[str, Section]:
-        for name, section in sections.items():
-            model = SECTION_MODELS.get(name)
-            if model is not None and section.data is not None:
-                _check_section_data(name, model, section.data)
+        problems = [
+            problem
+            for name, section in sections.items()
+            for problem in _section_data_problems(name, section)
+        ]
+        if problems:
+            raise ValidationError.from_exception_data("Inventory", problems)
         return sections
 
 
-def _check_section_data(name: str, model: type[_Data], data: dict[str, Any]) -> None:
+def _section_data_problems(name: str, section: Section) -> list[InitErrorDetails]:
+    """Faults of a known section's data, each at its own path with its own value.
+
+    Raised from the field validator, pydantic puts them under
+    ``inventory.sections``, so a message reads
+    ``inventory.sections.cpu.data.logical_cores`` and quotes only the bad value.
+    """
+    model = SECTION_MODELS.get(name)
+    if model is None or section.data is None:
+        return []
     try:
-        model.model_validate(data)
+        model.model_validate(section.data)
     except ValidationError as error:
-        problems = "; ".join(
-            ".".join(str(part) for part in item["loc"]) + ": " + item["msg"]
-            for item in error.errors()[:10]
-        )
-        raise ValueError(f"section {name!r} data: {problems}") from None
+        return [
+            InitErrorDetails(
+                type=item["type"],
+                loc=(name, "data", *item["loc"]),
+                input=item["input"],
+                ctx=item.get("ctx", {}),
+            )
+            for item in error.errors()
+        ]
+    return []
 
 
 # Probes, speed tests, health ----------------------------------------------------------
@@ -437,3 +461,95 @@ class ErrorAnswer(_Envelope):
     error: str
     message: str
     details: list[dict[str, Any]] | None = None
+
+
+# Reading and quoting wire values -----------------------------------------------------
+
+# A \uD800-\uDFFF escape that is not half of a pair (an odd number of backslashes
+# before the u makes it an escape). Windows hands out such names (the registry is
+# UTF-16 without checks); they cannot be stored as UTF-8 text.
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)((?:\\\\)*)\\u(?:"
+    r"[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u)[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+class WireJsonError(ValueError):
+    """A request body is not JSON the collector can keep; the message says why."""
+
+
+def parse_wire_json(body: bytes) -> Any:
+    """Parse a request body as JSON text (UTF-8).
+
+    Refused with WireJsonError: text that is not UTF-8 or not JSON, nesting too deep
+    for the decoder, and numbers JSON cannot carry (NaN, Infinity, 1e999, integers
+    of thousands of digits). A lone UTF-16 surrogate escape becomes U+FFFD.
+    """
+    try:
+        text = body.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WireJsonError(
+            f"the body is not UTF-8 text (byte {body[error.start]:#04x} at "
+            f"offset {error.start}); send JSON in UTF-8"
+        ) from None
+    if "\\u" in text:
+        text = _LONE_SURROGATE.sub(r"\1\\ufffd", text)
+    try:
+        return json.loads(
+            text,
+            parse_float=_finite_float,
+            parse_int=_short_int,
+            parse_constant=_no_constant,
+        )
+    except json.JSONDecodeError as error:
+        raise WireJsonError(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise WireJsonError(
+            "the body is not usable JSON: nesting too deep (arrays or objects "
+            "inside one another)"
+        ) from None
+    except ValueError as error:
+        raise WireJsonError(f"the body is not usable JSON: {error}") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(
+            f"the number {text[:QUOTED_MAX_CHARS]} is beyond what a float holds; "
+            "send a finite number"
+        )
+    return value
+
+
+def _short_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(
+            f"an integer of {len(text)} characters is too long; at most "
+            f"{MAX_INT_DIGITS} digits"
+        )
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number; send null for an unknown value")
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words: 'null', 'a JSON array'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    kinds = {dict: "a JSON object", list: "a JSON array", str: "a JSON string"}
+    return kinds.get(type(value), "a JSON number")
+
+
+def quoted(value: Any, limit: int = QUOTED_MAX_CHARS) -> str:
+    """``value`` as an error message quotes it: JSON words for null, true, false,
+    objects and arrays; else its repr, cut to ``limit`` characters and an ellipsis."""
+    if value is None or isinstance(value, bool | dict | list):
+        return json_kind(value)
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "\u2026"

@@ -144,7 +144,10 @@ class ImportSummary:
 
 _USABLE = ", ".join(f"'{method}'" for method in sorted(USABLE_METHODS))
 _CYCLE_KEY = "{p}run || '/' || COALESCE({p}cycle, 's' || {p}seq)"
-_OK_AT = "CASE WHEN {p}ok AND {p}kind = 'https' AND {p}scope = '{scope}' THEN {p}placed_at END"
+_OK_AT = (
+    "CASE WHEN {p}ok AND {p}kind = 'https' AND {p}scope = '{scope}' "
+    "THEN {p}placed_at END"
+)
 _VERDICT_OK = "CASE WHEN has_internet THEN internet_ok_at ELSE collector_ok_at END"
 
 PROBE_CYCLES_TABLE = f"""
@@ -786,20 +789,32 @@ class Storage:
     # Reads for the headline figures (one query per kind for the whole district) ------
 
     def probe_cycles(
-        self, start: datetime, end: datetime, school: str | None = None
+        self, start: datetime, end: datetime | None, school: str | None = None
     ) -> list[tuple[Any, ...]]:
-        """Verdicts of the probe cycles whose verdict instant is in ``[start, end)``,
-        of every active school (or only ``school``), per device in time order.
+        """Verdicts of the probe cycles whose verdict instant is in ``[start, end)``
+        (``end`` None: from ``start`` on), of every active school (or only
+        ``school``), by school and device.
 
         Rows ``(school, device, verdict_at, reached)``, the instant as stored text.
         """
         scope, params = self._school_scope(school)
+        until = "" if end is None else " AND verdict_at < ?"
+        params += [to_storage(start)] + ([] if end is None else [to_storage(end)])
         return self._tuples(
             "SELECT school, device, verdict_at, reached FROM probe_cycles "
-            f"WHERE {scope} AND verdict_at >= ? AND verdict_at < ? "
+            f"WHERE {scope} AND verdict_at >= ?{until} "
             "ORDER BY school, device, verdict_at",
-            [*params, to_storage(start), to_storage(end)],
+            params,
         )
+
+    def last_probe_sample(self) -> int:
+        """The rowid of the latest sample that created or changed a probe cycle."""
+        row = self._tuples("SELECT MAX(last_sample) FROM probe_cycles")
+        return row[0][0] or 0
+
+    def last_speedtest(self) -> int:
+        """The rowid of the latest stored speed test (0 when none)."""
+        return self._tuples("SELECT MAX(rowid) FROM speedtests")[0][0] or 0
 
     def probe_cycles_changed(self, after_sample: int) -> list[tuple[Any, ...]]:
         """Probe cycles that samples stored after the sample rowid ``after_sample``
@@ -814,27 +829,33 @@ class Storage:
             [after_sample],
         )
 
-    def device_states(self) -> list[tuple[Any, ...]]:
-        """What the figures read of every device, by school and id: rows ``(school,
-        id, role, last_seen_at, last_skew_seconds, inventory hash, inventory
-        received_at)``, instants as stored text."""
+    def device_states(self, school: str | None = None) -> list[tuple[Any, ...]]:
+        """What the figures read of every device (or those of ``school``), by
+        school and id: rows ``(school, id, role, last_seen_at, last_skew_seconds,
+        inventory hash, inventory received_at)``, instants as stored text."""
+        where, params = ("WHERE d.school = ? ", [school]) if school else ("", [])
         return self._tuples(
             "SELECT d.school, d.id, d.role, d.last_seen_at, d.last_skew_seconds, "
             "i.hash, i.received_at FROM devices d "
-            "LEFT JOIN inventories i ON i.device = d.id ORDER BY d.school, d.id"
+            f"LEFT JOIN inventories i ON i.device = d.id {where}"
+            "ORDER BY d.school, d.id",
+            params,
         )
 
     def school_rows(self) -> list[tuple[Any, ...]]:
         """Active schools by code as raw rows (cheap to compare with a copy)."""
         return self._tuples("SELECT * FROM schools WHERE active = 1 ORDER BY code")
 
-    def speedtests_after(self, after: int) -> list[dict[str, Any]]:
-        """Speed tests stored after the rowid ``after``, unusable placements left
-        out, each with its ``rowid``."""
+    def speedtests_after(
+        self, after: int, since: datetime, until: int
+    ) -> list[dict[str, Any]]:
+        """Speed tests stored after the rowid ``after`` up to ``until`` and placed
+        from ``since`` on, unusable placements left out, each with its ``rowid``."""
         usable, methods = self._usable_placement()
         return self._rows(
-            f"SELECT rowid, * FROM speedtests WHERE rowid > ?{usable} ORDER BY rowid",
-            [after, *methods],
+            "SELECT rowid, * FROM speedtests WHERE rowid > ? AND rowid <= ? "
+            f"AND placed_at >= ?{usable} ORDER BY rowid",
+            [after, until, to_storage(since), *methods],
         )
 
     def speedtests_between(

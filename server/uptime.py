@@ -30,13 +30,15 @@ import bisect
 import heapq
 import logging
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 logger = logging.getLogger(__name__)
 
 Interval = tuple[datetime, datetime]
+Verdict = tuple[float, bool]
+Span = tuple[float, float, str]
 _Span = tuple[float, float]
 
 SCOPES = ("collector", "internet")
@@ -47,6 +49,7 @@ DEFAULT_WINDOW = timedelta(days=7)
 DEFAULT_COVERAGE_INTERVALS = 1.5
 DEFAULT_OFFLINE_AFTER = timedelta(minutes=15)
 _NEVER = math.inf
+_DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +107,41 @@ def compute_uptime(
     here); ``probe_interval`` is the agents' probe interval in seconds.
     """
     _check_arguments(probe_interval, now, window, coverage_intervals)
+    verdicts = _cycle_verdicts(samples)
+    return uptime_from_verdicts(
+        verdicts, session_intervals, probe_interval, now, window, coverage_intervals
+    )
+
+
+def uptime_from_verdicts(
+    verdicts: Mapping[str, list[Verdict]],
+    session_intervals: Sequence[Interval],
+    probe_interval: float,
+    now: datetime,
+    window: timedelta = DEFAULT_WINDOW,
+    coverage_intervals: float = DEFAULT_COVERAGE_INTERVALS,
+) -> Uptime:
+    """``compute_uptime`` from cycles already judged: per device, its cycles'
+    verdicts ``(instant as POSIX seconds, reached)`` in time order."""
+    _check_arguments(probe_interval, now, window, coverage_intervals)
     end = now.timestamp()
     start = end - window.total_seconds()
 
-    verdicts = _cycle_verdicts(samples)
     timeline = _timeline(verdicts, probe_interval * coverage_intervals, end)
-    sessions = _normalise_sessions(session_intervals, start, end)
-    clipped, cut_down = _clip(timeline, start)
-
     latests = (_latest_until(runs, end) for runs in verdicts.values())
     latest = max((t for t in latests if t is not None), default=None)
+    return _window_figures(timeline, session_intervals, start, end, latest)
+
+
+def _window_figures(
+    timeline: list[Span],
+    session_intervals: Sequence[Interval],
+    start: float,
+    end: float,
+    latest: float | None,
+) -> Uptime:
+    sessions = _normalise_sessions(session_intervals, start, end)
+    clipped, cut_down = _clip(timeline, start)
     return _summarise(clipped, cut_down, sessions, start, end, latest)
 
 
@@ -206,11 +234,15 @@ def _reject(sample: ProbeSample) -> None:
 
 
 def _timeline(
-    verdicts: dict[str, list[tuple[float, bool]]], coverage: float, end: float
-) -> list[tuple[float, float, str]]:
-    """Merged school timeline ``(start, end, state)``; gaps have no device on."""
-    streams = [_device_events(runs, coverage, end) for runs in verdicts.values()]
-    timeline: list[tuple[float, float, str]] = []
+    verdicts: Mapping[str, Sequence[Verdict]],
+    coverage: float,
+    end: float,
+    begin: float = -math.inf,
+) -> list[Span]:
+    """Merged school timeline ``(start, end, state)`` over ``[begin, end)``; gaps
+    have no device on."""
+    streams = [_device_events(runs, coverage, end, begin) for runs in verdicts.values()]
+    timeline: list[Span] = []
     ups = downs = 0
     previous = None
     for at, d_up, d_down in heapq.merge(*streams):
@@ -221,16 +253,18 @@ def _timeline(
 
 
 def _device_events(
-    runs: list[tuple[float, bool]], coverage: float, end: float
+    runs: Sequence[Verdict], coverage: float, end: float, begin: float = -math.inf
 ) -> list[tuple[float, int, int]]:
-    """One device's coverage as sorted (instant, up delta, down delta) events."""
+    """One device's coverage over ``[begin, end)`` as sorted (instant, up delta,
+    down delta) events."""
     spans: list[list] = []
-    for i, (at, reached) in enumerate(runs):
-        until = at + coverage
+    for i, (start, reached) in enumerate(runs):
+        until = start + coverage
         if i + 1 < len(runs) and runs[i + 1][0] < until:
             until = runs[i + 1][0]
         if end < until:
             until = end
+        at = start if start > begin else begin
         if at >= until:
             continue
         if spans and spans[-1][2] == reached and spans[-1][1] == at:
@@ -274,9 +308,7 @@ def _normalise_sessions(
     return merged
 
 
-def _clip(
-    timeline: list[tuple[float, float, str]], start: float
-) -> tuple[list[tuple[float, float, str]], bool]:
+def _clip(timeline: list[Span], start: float) -> tuple[list[Span], bool]:
     """The timeline from ``start`` on, and whether a down stretch was cut there."""
     clipped = []
     cut_down = False
@@ -291,7 +323,7 @@ def _clip(
 
 
 def _summarise(
-    timeline: list[tuple[float, float, str]],
+    timeline: list[Span],
     cut_down: bool,
     sessions: list[_Span],
     start: float,
@@ -323,7 +355,7 @@ def _summarise(
 
 
 def _outages(
-    timeline: list[tuple[float, float, str]], cut_down: bool, sessions: list[_Span]
+    timeline: list[Span], cut_down: bool, sessions: list[_Span]
 ) -> list[Outage]:
     """Runs without an up verdict that hold in-session down time."""
     outages: list[Outage] = []
@@ -370,3 +402,141 @@ def _span_end(span: _Span) -> float:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+# Kept up to date between scrapes -------------------------------------------------
+
+
+class SchoolTimeline:
+    """A school's merged timeline kept as cycle verdicts arrive, so the figures at a
+    moving ``now`` cost a pass over its spans instead of over its cycles.
+
+    ``uptime`` gives exactly what ``uptime_from_verdicts`` gives for the verdicts
+    added, as long as ``covers(now)``: the timeline is held without an end (it is
+    clipped at each ``now``) and from ``loaded_from`` on. Verdicts added in time
+    order redo only the timeline after the earliest of them; per device the recent
+    verdicts (``keep_seconds`` before its latest, and one more) are held for that.
+    ``add`` answers False when it cannot follow (a verdict older than a device's
+    held ones): the caller then builds a fresh one from the database.
+    """
+
+    def __init__(
+        self, coverage: float, loaded_from: float, keep_seconds: float = 3600.0
+    ) -> None:
+        self.coverage = coverage
+        self.loaded_from = loaded_from
+        self.keep_seconds = keep_seconds
+        self.spans: list[Span] = []
+        self.tails: dict[str, list[Verdict]] = {}
+        self.trimmed: set[str] = set()
+        self.last_reached: dict[str, float] = {}
+        self.newest: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        verdicts: Mapping[str, list[Verdict]],
+        coverage: float,
+        loaded_from: float,
+    ) -> SchoolTimeline:
+        """The timeline of every verdict (per device in time order) since
+        ``loaded_from``; older ones were not loaded."""
+        timeline = cls(coverage, loaded_from)
+        timeline.spans = _timeline(verdicts, coverage, math.inf)
+        for device, runs in verdicts.items():
+            timeline.tails[device] = list(runs)
+            timeline.trimmed.add(device)
+            timeline._note(device, runs)
+            timeline._trim(device)
+        return timeline
+
+    def add(self, verdicts: Mapping[str, list[Verdict]]) -> bool:
+        """Add new cycles' verdicts (per device, any order); False when a fresh
+        build is needed instead."""
+        begin = min(at for runs in verdicts.values() for at, _ in runs)
+        if begin < self.loaded_from or not all(
+            self._holds(device, begin) for device in self.tails
+        ):
+            return False
+        for device, runs in verdicts.items():
+            tail = self.tails.setdefault(device, [])
+            for verdict in runs:
+                bisect.insort(tail, verdict)
+            self._note(device, runs)
+
+        tails = {
+            d: t[max(bisect.bisect_left(t, (begin,)) - 1, 0) :]
+            for d, t in self.tails.items()
+        }
+        self._splice(begin, _timeline(tails, self.coverage, math.inf, begin))
+        for device in verdicts:
+            self._trim(device)
+        return True
+
+    def covers(self, now: datetime, window: timedelta) -> bool:
+        """Whether figures at ``now`` can come from this timeline: it holds the
+        window's cycles and no cycle judged after ``now``."""
+        end = now.timestamp()
+        start = end - window.total_seconds() - self.coverage
+        return start >= self.loaded_from and (self.newest is None or self.newest <= end)
+
+    def uptime(
+        self,
+        session_intervals: Sequence[Interval],
+        now: datetime,
+        window: timedelta = DEFAULT_WINDOW,
+    ) -> Uptime:
+        """The uptime figures at ``now`` (only when ``covers(now, window)``)."""
+        end = now.timestamp()
+        start = end - window.total_seconds()
+        first = bisect.bisect_right(self.spans, start, key=_span_end)
+        last = bisect.bisect_left(self.spans, end, key=_first)
+        spans = self.spans[first:last]
+        if spans and spans[-1][1] > end:
+            spans[-1] = (spans[-1][0], end, spans[-1][2])
+        newest = self.newest
+        recent = newest is not None and newest >= start - self.coverage
+        uptime = _window_figures(
+            spans, session_intervals, start, end, newest if recent else None
+        )
+        self._forget_before(start)
+        return uptime
+
+    def last_internet(self, now: datetime, window: timedelta) -> dict[str, float]:
+        """Per device, its latest cycle that reached the Internet in the window (and
+        one coverage before it)."""
+        since = now.timestamp() - window.total_seconds() - self.coverage
+        return {d: at for d, at in self.last_reached.items() if at >= since}
+
+    def _holds(self, device: str, begin: float) -> bool:
+        tail = self.tails[device]
+        return device not in self.trimmed or (bool(tail) and tail[0][0] < begin)
+
+    def _note(self, device: str, runs: Iterable[Verdict]) -> None:
+        for at, reached in runs:
+            if self.newest is None or at > self.newest:
+                self.newest = at
+            if reached and at > self.last_reached.get(device, -math.inf):
+                self.last_reached[device] = at
+
+    def _trim(self, device: str) -> None:
+        tail = self.tails[device]
+        cut = bisect.bisect_left(tail, (tail[-1][0] - self.keep_seconds,)) - 1
+        if cut > 0:
+            del tail[:cut]
+            self.trimmed.add(device)
+
+    def _splice(self, begin: float, after: list[Span]) -> None:
+        spans = self.spans
+        del spans[bisect.bisect_left(spans, begin, key=_first) :]
+        if spans and spans[-1][1] > begin:
+            spans[-1] = (spans[-1][0], begin, spans[-1][2])
+        for lo, hi, state in after:
+            _append(spans, lo, hi, state)
+
+    def _forget_before(self, start: float) -> None:
+        """Drop spans that ended a day before ``start`` (once a day or so)."""
+        horizon = start - self.coverage - _DAY
+        if horizon > self.loaded_from + _DAY:
+            del self.spans[: bisect.bisect_right(self.spans, horizon, key=_span_end)]
+            self.loaded_from = horizon

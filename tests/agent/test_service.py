@@ -94,7 +94,8 @@ class Harness:
         if self.outbox is not None:
             self.outbox.close()
         self.outbox = Outbox(self.state.outbox_path, now=self.clocks.wall)
-        transport = Transport(self.session, self.collector.url, "cred-0")
+        credential = self.state.load_credential()
+        transport = Transport(self.session, self.collector.url, credential.credential)
         self.agent = Agent(
             self.config,
             self.state,
@@ -107,7 +108,7 @@ class Harness:
             sleep=self.clocks.sleep,
             boot_id="boot-1",
             rng=random.Random(3),
-            credential=self.credential,
+            credential=credential,
         )
         return self.agent
 
@@ -274,21 +275,100 @@ def test_envelope_refused_is_retried_not_set_aside(harness, collector):
     assert h.agent.last_error == "422 schema 1 unknown"
 
 
-def test_401_re_enrolls_with_the_stored_token_and_keeps_the_samples(harness, collector):
-    """A refused credential triggers re-enrollment; queued samples then arrive."""
+UNKNOWN = (
+    401,
+    {},
+    b'{"error": "unknown_credential", "message": '
+    b"\"the credential starting 'cred' is unknown; enroll again with a valid token\"}",
+)
+REVOKED = (
+    401,
+    {},
+    b'{"error": "revoked_credential", "message": '
+    b"\"the credential starting 'cred' was revoked; enroll again with a valid token\"}",
+)
+REVOKED_SAYS = (
+    "the district revoked this PC on 2026-12-03T01:06:40Z: reports are kept in the "
+    "outbox and not sent; ask the district technician, who can enroll it again "
+    "(schoolmon-agent enroll --server URL --token TOKEN)"
+)
+
+
+def test_unknown_credential_re_enrolls_and_delivers_in_the_same_cycle(
+    harness, collector
+):
+    """A credential the collector does not know is replaced by enrolling again with
+    the stored token, and the queued samples go with the new one at once."""
     h = harness()
-    collector.script.append(
-        (401, {}, b'{"error": "unauthorized", "message": "revoked"}')
-    )
+    collector.script.append(UNKNOWN)
 
-    refused = h.cycle()
-    retried = h.cycle()
+    outcome = h.cycle()
 
-    assert (refused.delivered, retried.delivered) == (False, True)
+    assert outcome.delivered is True
     assert [e["token"] for e in collector.enrollments] == ["school-token"]
-    assert h.state.load_credential().credential == "secret-1"
-    assert collector.headers[-1]["Authorization"] == "Bearer secret-1"
-    assert seqs(collector.reports) == [1, 2, 3, 4, 5, 6]
+    assert h.state.load_credential() == Credential(
+        "d_0001", "secret-1", "C01", "lab", collector.url, 300, token="school-token"
+    )
+    assert [x["Authorization"] for x in collector.headers] == [
+        "Bearer cred-0",
+        "Bearer secret-1",
+    ]
+    assert seqs(collector.reports) == [1, 2, 3]
+    assert (h.agent.last_error, h.outbox.get_meta("last_error")) == (None, None)
+
+
+def test_unknown_credential_retried_once_only_when_the_new_one_fails_too(
+    harness, collector
+):
+    """If the fresh credential is refused as well, the cycle stops there (bounded)."""
+    h = harness()
+    collector.script.extend([UNKNOWN, UNKNOWN])
+
+    outcome = h.cycle()
+
+    assert (outcome.delivered, len(collector.enrollments)) == (False, 1)
+    assert len(collector.headers) == 2
+    assert h.agent.last_error == (
+        "401 the credential starting 'cred' is unknown; enroll again with a valid token"
+    )
+    assert h.outbox.stats()["outbox_items"] == 4
+
+
+def test_revoked_credential_stops_delivery_keeps_the_outbox_and_never_re_enrolls(
+    harness, collector, caplog
+):
+    """A revoked PC stops sending, says so, keeps its samples, and stays stopped
+    after a restart; only a new `enroll` by a person brings it back."""
+    h = harness()
+    collector.script.append(REVOKED)
+
+    caplog.set_level("WARNING", logger="schoolmon.agent.service")
+    first = h.cycle(advance=4000)
+    second = h.cycle(advance=4000)
+    h.start()
+    after_restart = h.cycle()
+
+    assert [first.delivered, second.delivered, after_restart.delivered] == [
+        False,
+        False,
+        False,
+    ]
+    assert (collector.enrollments, len(collector.headers)) == ([], 1)
+    assert h.state.load_credential() == Credential(
+        "d_0001",
+        "cred-0",
+        "C01",
+        "lab",
+        collector.url,
+        300,
+        token="school-token",
+        revoked_at="2026-12-03T01:06:40Z",
+    )
+    assert h.agent.last_error == REVOKED_SAYS
+    assert h.outbox.get_meta("last_error")["message"] == REVOKED_SAYS
+    assert h.outbox.stats()["outbox_items"] == 10
+    # Said once when the answer came, and once more by the restarted agent.
+    assert [r.getMessage() for r in caplog.records] == [REVOKED_SAYS, REVOKED_SAYS]
 
 
 def test_5xx_backs_off_and_retry_after_is_honoured(harness, collector, clocks):

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from fastapi import FastAPI
 from schoolmon.agent.speedtest import run_speedtest
+from schoolmon.server.speedtest import build_router
 
 from tests.netlab.collector_app import make_app
 from tests.netlab.matchers import Between
@@ -17,6 +19,9 @@ SCHOOL_MORNING = 1796090400.0  # 2026-12-01T02:00:00Z
 MORNING_ISO = "2026-12-01T02:00:00Z"
 SHORT = {"duration_seconds": 0.5, "warmup_seconds": 0.2, "streams": 2}
 SHORT["request_bytes"] = 4 * 1024 * 1024  # several requests per stream
+MIB = 1024 * 1024
+DEFAULT_BUDGET = 256 * MIB
+CHUNK = 64 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +59,19 @@ def whole(host: str, **changes) -> dict:
     return result
 
 
-def failure(host: str, reason: str) -> dict:
+def failure(host: str, reason: str, message: str) -> dict:
     nulls = dict.fromkeys(
         ("download_bytes_per_second", "upload_bytes_per_second", "latency_seconds")
     )
     nulls.update(jitter_seconds=None, streams=None, server=None, bytes_used=0)
-    return whole(host, ok=False, reason=reason, **nulls)
+    return whole(host, ok=False, reason=reason, message=message, **nulls)
+
+
+def small_upload_limit_app(limit: int) -> FastAPI:
+    """The speed-test router accepting upload bodies of at most ``limit`` bytes."""
+    app = FastAPI()
+    app.include_router(build_router({CREDENTIAL: "dev-1"}.get, max_upload_bytes=limit))
+    return app
 
 
 def test_measures_latency_jitter_and_both_directions_with_parallel_streams(collector):
@@ -70,11 +82,61 @@ def test_measures_latency_jitter_and_both_directions_with_parallel_streams(colle
         "collector", config, session=requests.Session(), clock=lambda: SCHOOL_MORNING
     )
 
-    assert result == whole(collector.removeprefix("http://"))
-    moved_in_windows = 0.5 * (
-        result["download_bytes_per_second"] + result["upload_bytes_per_second"]
+    assert result == whole(
+        collector.removeprefix("http://"), duration_seconds=Between(0.0, 30.0)
     )
-    assert result["bytes_used"] > moved_in_windows  # warm-up bytes count as used
+
+
+def test_default_settings_on_loopback_are_ok_and_stay_within_the_byte_budget(
+    collector,
+):
+    """On loopback the 8 s test ends once each direction spent its 256 MiB budget.
+
+    Upload bodies are POSTed in bounded pieces, so the collector's 1 GiB upload
+    limit is never reached however fast the link is.
+    """
+    config = {"server_url": collector, "credential": CREDENTIAL}
+
+    result = run_speedtest("collector", config, clock=lambda: SCHOOL_MORNING)
+
+    most = 2 * (DEFAULT_BUDGET + 4 * CHUNK)
+    assert result == whole(
+        collector.removeprefix("http://"),
+        streams=4,
+        bytes_used=Between(2 * DEFAULT_BUDGET * 0.99, most),
+        duration_seconds=Between(0.0, 30.0),
+    )
+
+
+def test_upload_bodies_are_capped_below_the_collectors_limit():
+    """Each upload POST carries at most upload_request_bytes, under the limit."""
+    config = {"credential": CREDENTIAL, **SHORT, "upload_request_bytes": MIB}
+
+    with collector_in_thread(small_upload_limit_app(MIB)) as url:
+        config["server_url"] = url
+        result = run_speedtest("collector", config, clock=lambda: SCHOOL_MORNING)
+
+    assert result == whole(
+        url.removeprefix("http://"), duration_seconds=Between(0.0, 30.0)
+    )
+
+
+def test_an_upload_refused_with_413_is_an_error_naming_it():
+    """A 413 on upload fails the test with reason 'error' and a message naming it."""
+    config = {"credential": CREDENTIAL, **SHORT, "upload_request_bytes": MIB + CHUNK}
+
+    with collector_in_thread(small_upload_limit_app(MIB)) as url:
+        config["server_url"] = url
+        result = run_speedtest("collector", config, clock=lambda: SCHOOL_MORNING)
+
+    message = (
+        "upload refused with HTTP 413: upload body over 1048576 bytes; "
+        "send at most that"
+    )
+    assert result == failure(url.removeprefix("http://"), "error", message) | {
+        "bytes_used": Between(MIB, 2 * DEFAULT_BUDGET + 8 * CHUNK),
+        "duration_seconds": Between(0.0, 30.0),
+    }
 
 
 def test_a_wrong_credential_is_a_refused_test_not_a_zero(collector):
@@ -84,7 +146,11 @@ def test_a_wrong_credential_is_a_refused_test_not_a_zero(collector):
     result = run_speedtest("collector", config, clock=lambda: SCHOOL_MORNING)
 
     host = collector.removeprefix("http://")
-    assert result == failure(host, "test service refused") | {
+    message = (
+        "latency refused with HTTP 401: speed-test endpoints need a device "
+        "credential as 'Authorization: Bearer ...'"
+    )
+    assert result == failure(host, "test service refused", message) | {
         "duration_seconds": Between(0.0, 10.0)
     }
 
@@ -98,7 +164,8 @@ def test_a_collector_nobody_listens_on_is_unreachable():
     )
 
     host = url.removeprefix("http://")
-    assert result == failure(host, "server unreachable") | {
+    message = f"{host}: connection refused"
+    assert result == failure(host, "server unreachable", message) | {
         "duration_seconds": Between(0.0, 10.0)
     }
 

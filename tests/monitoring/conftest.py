@@ -107,11 +107,14 @@ def _prometheus(
 
 
 def _wait_for_first_evaluation(api: PrometheusAPI) -> None:
-    wait_until(
-        lambda: api.query('up{job="schoolmon"} == 1'),
-        timeout=20,
-        message="Prometheus never scraped the target successfully",
-    )
+    try:
+        wait_until(
+            lambda: api.query('up{job="schoolmon"} == 1'),
+            timeout=20,
+            message="Prometheus never scraped the target successfully",
+        )
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}: {api.scrape_errors()}") from None
     wait_until(
         lambda: api.query("job:schoolmon_schools:count"),
         timeout=20,

@@ -303,6 +303,15 @@ class PrometheusAPI:
             s["metric"].get(label, ""): float(s["value"][1]) for s in self.query(expr)
         }
 
+    def scrape_errors(self) -> list[str]:
+        """Prometheus' last scrape error of each active target (empty when fine)."""
+        answer = httpx.get(f"{self.base_url}/api/v1/targets", timeout=10).json()
+        return [
+            f"{target['scrapeUrl']}: {target['lastError']}"
+            for target in answer["data"]["activeTargets"]
+            if target["lastError"]
+        ]
+
     def alerts(self) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.base_url}/api/v1/alerts", timeout=10).json()
         return answer["data"]["alerts"]

@@ -43,7 +43,7 @@ from schoolmon.server.simulate import (
     tokens_from_db,
 )
 
-from tests.support.collector import collector_process
+from tests.monitoring.promstack import new_port, running, start_url
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +149,14 @@ class SimulatedDistrict:
             raise ValueError(
                 f"asset event kind {kind!r} is not simulated; only component_removed"
             )
-        pc = module_donor(self.district, school)
-        memory = pc.sections["memory"]
-        memory["modules"] = memory["modules"][:-1]
-        memory["installed_bytes"] = sum(m["size_bytes"] for m in memory["modules"])
-        memory["usable_bytes"] = min(memory["usable_bytes"], memory["installed_bytes"])
-        pc.wants_full_inventory = True
+        with self.lock:
+            pc = module_donor(self.district, school)
+            memory = pc.sections["memory"]
+            memory["modules"] = memory["modules"][:-1]
+            installed = sum(m["size_bytes"] for m in memory["modules"])
+            memory["installed_bytes"] = installed
+            memory["usable_bytes"] = min(memory["usable_bytes"], installed)
+            pc.wants_full_inventory = True
         self.cycle([school])
 
     def cycle(self, schools: list[str]) -> None:
@@ -207,9 +209,15 @@ def start_district(url: str, db: Path, registry: Path) -> SimulatedDistrict:
     credentials = Credentials()
     phases = [enroll_devices(collector, district, tokens, credentials, OPTIONS)]
     history = prepare_history(district, OPTIONS, utcnow())
-    phases.append(send_reports(collector, history, credentials, "history", 4, district))
+    phases.append(
+        send_reports(
+            collector, history, credentials, "history", OPTIONS.workers, district
+        )
+    )
     live = prepare_cycle(district, 0, utcnow(), OPTIONS)
-    phases.append(send_reports(collector, live, credentials, "cycle", 4, district))
+    phases.append(
+        send_reports(collector, live, credentials, "cycle", OPTIONS.workers, district)
+    )
     failed = [phase.line() for phase in phases if phase.failed or not phase.requests]
     if failed:
         raise SimulationFailed("; ".join(failed))
@@ -250,20 +258,39 @@ class Reporter:
 
 @contextlib.contextmanager
 def collector_with_district(directory: Path) -> Iterator[tuple[str, SimulatedDistrict]]:
-    """A collector process serving the simulated district; yields (URL, district)."""
+    """A collector process serving the simulated district; yields (URL, district).
+
+    The collector logs every request; its output goes to ``collector.log`` in
+    ``directory`` (a pipe nobody reads would fill and stall it).
+    """
     db = directory / "schoolmon.sqlite3"
     config = directory / "collector.toml"
     config.write_text(collector_config(OFFLINE_AFTER_SECONDS), encoding="utf-8")
     registry = write_registry(directory / "registry.csv")
-    subprocess.run(
-        [sys.executable, "-m", "schoolmon.server", "schools", "import", str(registry)]
-        + ["--db", str(db)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    _server_command("schools", "import", str(registry), "--db", str(db))
 
-    with collector_process(db, config) as (url, _process):
+    port = new_port()
+    url = start_url(port)
+    serve = _serve_args(db, config, port)
+    with running(serve, f"{url}/healthz", directory / "collector.log"):
         district = start_district(url, db, registry)
         with Reporter(district, REPORT_INTERVAL_SECONDS):
             yield url, district
+
+
+def _server_command(*args: str) -> None:
+    command = [sys.executable, "-m", "schoolmon.server", *args]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+def _serve_args(db: Path, config: Path, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "schoolmon.server",
+        "serve",
+        f"--db={db}",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--config={config}",
+    ]

@@ -161,9 +161,8 @@ def test_known_section_data_of_the_wrong_shape_is_refused():
 
     assert errors_of(document) == [
         (
-            "inventory.sections",
-            "Value error, section 'memory' data: modules.0.size_bytes: Input should "
-            "be a valid integer, unable to parse string as an integer",
+            "inventory.sections.memory.data.modules.0.size_bytes",
+            "Input should be a valid integer, unable to parse string as an integer",
         )
     ]
 

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -69,9 +70,11 @@ def collector_process(
     command += ["--host", HOST, "--port", str(port)]
     if config is not None:
         command += ["--config", str(config)]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    # The log goes to a file, never a pipe: a pipe nobody reads fills up under
+    # steady traffic and stalls the collector in the middle of a test.
+    log = Path(tempfile.mkstemp(prefix="schoolmon-collector-", suffix=".log")[1])
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
     url = f"http://{HOST}:{port}"
     try:
         wait_until(
@@ -80,11 +83,12 @@ def collector_process(
             message=f"collector at {url} did not answer /healthz",
         )
         if process.poll() is not None:
-            raise RuntimeError(process.stderr.read().decode() if process.stderr else "")
+            raise RuntimeError(log.read_text(errors="replace"))
         yield url, process
     finally:
         process.terminate()
-        process.communicate(timeout=10)
+        process.wait(timeout=10)
+        log.unlink(missing_ok=True)
 
 
 def _healthy(url: str) -> bool:
