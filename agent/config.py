@@ -130,10 +130,13 @@ def read_text_file(path: Path) -> str:
         raise ConfigError(f"{path}: no such file") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    not_utf8 = ConfigError(f"{path}: not UTF-8 text; save it as UTF-8")
+    if b"\x00" in data:  # UTF-16 without a BOM decodes as UTF-8 full of NULs
+        raise not_utf8
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from exc
+        raise not_utf8 from exc
 
 
 def config_from_mapping(raw: dict[str, Any]) -> AgentConfig:

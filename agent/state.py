@@ -121,8 +121,7 @@ class State:
             ancestor = ancestor.parent
         if not ancestor.is_dir():
             raise StateError(
-                f"cannot create state directory {self.directory}: "
-                f"{ancestor} is a file"
+                f"cannot create state directory {self.directory}: {ancestor} is a file"
             )
 
     def ensure(self) -> None:
@@ -132,8 +131,7 @@ class State:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StateError(
-                f"cannot create state directory {self.directory}: "
-                f"{exc.strerror or exc}"
+                f"cannot create state directory {self.directory}: {exc.strerror or exc}"
             ) from exc
 
     def load_credential(self) -> Credential | None:

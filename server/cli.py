@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 import platformdirs
@@ -30,6 +31,7 @@ from schoolmon.server.registry import (
     RegistryError,
     import_registry,
     issue_enrollment_tokens,
+    school_level,
 )
 from schoolmon.server.reporting import FORMATS, LANGS, render
 from schoolmon.server.simulate import simulate_command
@@ -48,22 +50,52 @@ class Context:
 
     def __init__(self, config_path: str | None, db: str | None) -> None:
         self.config = _load(config_path)
+        self.default_db = not (db or self.config.server.db)
         self.db = db or self.config.server.db or str(default_db_path())
         self._storage: Storage | None = None
 
-    def storage(self) -> Storage:
+    def storage(self, create: bool = False) -> Storage:
+        """The database; only a command that may start one (``create``) makes the
+        file, and missing folders only on the default path."""
         if self._storage is None:
-            if "://" not in self.db:
-                Path(self.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
             try:
+                if "://" not in self.db:
+                    path = Path(self.db).expanduser()
+                    _check_db_path(path, create, self.default_db)
                 self._storage = Storage(self.db)
             except StorageError as error:
                 raise click.ClickException(str(error)) from error
+            except OSError as error:
+                # Only the checks above touch the file system; sqlite's own failures
+                # arrive as StorageError.
+                raise click.ClickException(
+                    f"database {self.db}: {error.strerror}"
+                ) from error
         return self._storage
 
     def close(self) -> None:
         if self._storage is not None:
             self._storage.close()
+
+
+def _check_db_path(path: Path, create: bool, make_folders: bool) -> None:
+    """Refuse, in one sentence, a database path this command cannot use."""
+    if path.is_file():
+        return
+    if path.exists():
+        raise click.ClickException(f"database {path} is not a file")
+    if not create:
+        raise click.ClickException(
+            f"database {path} does not exist; give --db the collector's database "
+            "(a new one is made by 'schoolmon-server schools import FILE')"
+        )
+    if make_folders:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        state = "is not a folder" if path.parent.exists() else "does not exist"
+        raise click.ClickException(
+            f"cannot create database {path}: {path.parent} {state}"
+        )
 
 
 def _load(path: str | None) -> Config:
@@ -117,7 +149,7 @@ def serve(context: Context, host: str | None, port: int | None) -> None:
     from schoolmon.server.api import create_app
 
     settings = context.config.server
-    app = create_app(context.config, context.storage(), utcnow)
+    app = create_app(context.config, context.storage(create=True), utcnow)
     logger.info("collector serving %s", context.db)
     uvicorn.run(app, host=host or settings.host, port=port or settings.port)
 
@@ -131,9 +163,15 @@ def schools() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @server_command
 def schools_import(context: Context, file: str) -> None:
-    """Import FILE.csv as the whole registry (all or nothing)."""
+    """Import FILE.csv as the whole registry (all or nothing).
+
+    Columns schoolmon does not use (notes, phone numbers) are ignored and named.
+    """
+    warnings: list[str] = []
     try:
-        summary = import_registry(context.storage(), file, utcnow())
+        summary = import_registry(
+            context.storage(create=True), file, utcnow(), on_warning=warnings.append
+        )
     except RegistryError as error:
         for problem in error.problems:
             click.echo(problem, err=True)
@@ -144,6 +182,8 @@ def schools_import(context: Context, file: str) -> None:
     )
     for code in summary.deactivated:
         click.echo(f"school {code} is not in the file: marked inactive, data kept")
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
 
 
 @schools.command("token")
@@ -190,7 +230,11 @@ def devices_revoke(context: Context, device_id: str) -> None:
 
 @schools.command("list")
 @click.option("--all", "include_inactive", is_flag=True, help="Show inactive too.")
-@click.option("--level", help=f"Only schools of this level ({', '.join(LEVELS)}).")
+@click.option(
+    "--level",
+    help=f"Only schools of this level ({', '.join(LEVELS)}; or mầm non, tiểu học, "
+    "THCS, THPT).",
+)
 @click.option("--codes-only", is_flag=True, help="Print only the school codes.")
 @server_command
 def schools_list(
@@ -198,7 +242,10 @@ def schools_list(
 ) -> None:
     """List registered schools: code, level, commune, name (tab-separated)."""
     if level is not None:
-        _check_choice("level", level, LEVELS)
+        try:
+            level = school_level(level)
+        except ValueError as error:
+            raise click.ClickException(f"--level {error}") from None
     for school in context.storage().schools(active_only=not include_inactive):
         if level is not None and school["level"] != level:
             continue
@@ -292,12 +339,13 @@ def summary(
         raise click.ClickException(
             "--url reads the collector's figures now: give --db with --at"
         )
+    zone = ZoneInfo(_load(config_path).sessions.timezone)
     source = _ApiSource(url) if url else _DbSource(config_path, db, _instant(at))
     try:
         if code is None:
             _print_district(source.schools())
         else:
-            _print_school(*source.school(code))
+            _print_school(*source.school(code), zone)
     finally:
         source.close()
 
@@ -393,14 +441,16 @@ def _share(part: int, whole: int) -> str:
     return f" ({100 * part / whole:.1f} %)" if whole else ""
 
 
-def _print_school(school: dict[str, Any], devices: list[dict[str, Any]]) -> None:
+def _print_school(
+    school: dict[str, Any], devices: list[dict[str, Any]], zone: ZoneInfo
+) -> None:
     f = school["figures"]
     ratio = f["uptime_ratio"]
     where = f"{school['level']}, {school['commune']}"
     click.echo(f"School {school['code']} {school['name']} ({where})")
     click.echo(
         f"In session: {_yes(f['in_session'])}; offline now: {_yes(f['offline_now'])}; "
-        f"last seen: {f['last_seen'] or 'never'}"
+        f"last seen: {_local_time(f['last_seen'], zone)}"
     )
     click.echo(
         f"Internet now: {_up(f['internet_up'])}; uptime 7 d: "
@@ -413,8 +463,17 @@ def _print_school(school: dict[str, Any], devices: list[dict[str, Any]]) -> None
     for device in devices:
         click.echo(
             f"  {device['id']}  {device['role']:<7}  {device['hostname'] or '-'}  "
-            f"last seen {device['last_seen_at'] or 'never'}"
+            f"last seen {_local_time(device['last_seen_at'], zone)}"
         )
+
+
+def _local_time(wire: str | None, zone: ZoneInfo) -> str:
+    """A wire instant as people of the district read it: local time to the second
+    and the zone's name."""
+    if wire is None:
+        return "never"
+    local = parse_wire(wire).astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M:%S} {zone.key}"
 
 
 def _yes(value: bool | None) -> str:

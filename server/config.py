@@ -151,7 +151,7 @@ class LabSettings(_Settings):
         for level, count in value.items():
             if level not in LEVELS:
                 raise ValueError(
-                    f"level {level!r} is unknown; accepted: {', '.join(LEVELS)}"
+                    f"level {_shown(level)} is unknown; accepted: {', '.join(LEVELS)}"
                 )
             if count < 0:
                 raise ValueError(f"{level} = {count}: a count of 0 or more")
@@ -274,14 +274,16 @@ def check_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise ValueError(
-            f"time zone {name!r} is unknown; use an IANA name such as Asia/Ho_Chi_Minh"
+            f"time zone {_shown(name)} is unknown; "
+            "use an IANA name such as Asia/Ho_Chi_Minh"
         ) from error
 
 
 def _describe(item: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in item["loc"])
     if item["type"] == "extra_forbidden":
-        return f"unknown key {key!r}; accepted keys here: {_accepted_keys(item['loc'])}"
+        accepted = _accepted_keys(item["loc"])
+        return f"unknown key {_shown(key)}; accepted keys here: {accepted}"
     message = item["msg"].removeprefix("Value error, ")
     return f"{key} = {_shown(item.get('input'))}: {message}"
 
@@ -306,14 +308,18 @@ def _timetable(days: dict[str, Any]) -> dict[str, tuple[Period, ...]]:
     table["sun"] = ()
     for day, periods in days.items():
         if day not in WEEKDAYS:
-            raise ValueError(f"day {day!r} is unknown; accepted: {', '.join(WEEKDAYS)}")
+            raise ValueError(
+                f"day {_shown(day)} is unknown; accepted: {', '.join(WEEKDAYS)}"
+            )
         table[day] = _parse_periods(periods)
     return table
 
 
 def _parse_periods(periods: Any) -> tuple[Period, ...]:
     if not isinstance(periods, list | tuple):
-        raise ValueError(f'{periods!r} is not a list of periods like "07:00-11:30"')
+        raise ValueError(
+            f'{_shown(periods)} is not a list of periods like "07:00-11:30"'
+        )
     parsed = tuple(_parse_period(text) for text in periods)
     return tuple(sorted(parsed, key=lambda period: period.start))
 
@@ -324,10 +330,10 @@ def _parse_period(text: Any) -> Period:
         period = Period(time.fromisoformat(start_text.strip()), _end(end_text.strip()))
     except ValueError:
         raise ValueError(
-            f'period {text!r} is not understood; accepted: "HH:MM-HH:MM"'
+            f'period {_shown(text)} is not understood; accepted: "HH:MM-HH:MM"'
         ) from None
     if period.end <= period.start and period.end != time(0):
-        raise ValueError(f"period {text!r} ends before it starts")
+        raise ValueError(f"period {_shown(text)} ends before it starts")
     return period
 
 
@@ -344,7 +350,9 @@ def _parse_holiday(item: Any) -> HolidayRange:
         first = date.fromisoformat(first_text.strip())
         last = date.fromisoformat(last_text.strip()) if last_text else first
     except ValueError:
-        raise ValueError(f"holiday {item!r} is not a date; {accepted}") from None
+        raise ValueError(f"holiday {_shown(item)} is not a date; {accepted}") from None
     if last < first:
-        raise ValueError(f"holiday range {item!r} ends before it starts; {accepted}")
+        raise ValueError(
+            f"holiday range {_shown(item)} ends before it starts; {accepted}"
+        )
     return HolidayRange(first, last)

@@ -17,6 +17,12 @@ unique a value is in the field:
 A value that several known devices share (a batch-duplicated serial, the machine id
 of a cloned image) identifies nobody and is ignored. Placeholders are already null.
 
+Another known device is recognised only when its matching signals outnumber the
+signals that contradict it, a differing machine id included: one signal alone
+against another (a virtual disk serial such as ``overlayblk`` on two VMs with their
+own machine ids, a USB network adapter moved to a PC with its own SMBIOS UUID) is a
+coincidence, not the same machine. A reinstalled PC still matches on its hardware.
+
 Outcomes:
 
 - ``same``: the report is the credential's device;
@@ -65,9 +71,11 @@ WEIGHTS: Mapping[str, int] = {
 # reinstalled OS gets a new one on the same hardware).
 _MISMATCH_COUNTS = frozenset(WEIGHTS) - {"machine_id"}
 # The credential's own device is kept unless its score falls below this: one changed
-# part (a replaced network card) on a PC with few other signals scores about -5.
+# part (a replaced network card) on a PC with few other signals scores about -5. It
+# is also left when more signals contradict it than match (a cloned VM: another MAC
+# and machine id, the same virtual disk serial).
 STRONGLY_DIFFERENT_BELOW = -10
-# Another known device is recognised only with positive evidence.
+# Another known device is recognised only with positive, corroborated evidence.
 RECOGNISED_ABOVE = 0
 
 
@@ -142,6 +150,13 @@ class Comparison:
     score: int
     reasons: tuple[str, ...]
     hardware_differs: bool
+    matched: int = 0
+    contradicted: int = 0
+
+    @property
+    def corroborated(self) -> bool:
+        """More signals agree than disagree (a differing machine id disagrees)."""
+        return self.matched > self.contradicted
 
 
 @dataclass(frozen=True)
@@ -195,7 +210,7 @@ def identify(
     """
     shared = shared_values([*candidates, *([credential] if credential else [])])
     own = compare(incoming, credential, shared) if credential else None
-    if credential is not None and own.score >= STRONGLY_DIFFERENT_BELOW:
+    if credential is not None and _still_the_credential_device(own):
         return _decision("same", credential, school, own, credential)
 
     own_id = credential.device_id if credential else None
@@ -207,6 +222,11 @@ def identify(
     return _new_machine(school, credential, own)
 
 
+def _still_the_credential_device(own: Comparison) -> bool:
+    """True unless the hardware clearly differs or contradictions outnumber matches."""
+    return own.score >= STRONGLY_DIFFERENT_BELOW and own.contradicted <= own.matched
+
+
 def compare(
     incoming: Signals,
     known: KnownDevice,
@@ -214,19 +234,25 @@ def compare(
 ) -> Comparison:
     """Score ``incoming`` against one known device."""
     shared = shared or {}
-    score, reasons, differs = 0, [], False
-    for name, weight in WEIGHTS.items():
-        verdict, detail = _compare_signal(name, incoming, known.signals, shared)
-        if verdict == "match":
-            score += weight
-        elif verdict == "differ" and name in _MISMATCH_COUNTS:
-            score -= weight
-            differs = True
-        if verdict != "neutral":
-            reasons.append(f"{name} {detail}")
+    verdicts = {
+        name: _compare_signal(name, incoming, known.signals, shared) for name in WEIGHTS
+    }
+    matched = [name for name, (verdict, _) in verdicts.items() if verdict == "match"]
+    differ = [name for name, (verdict, _) in verdicts.items() if verdict == "differ"]
+    against = [name for name in differ if name in _MISMATCH_COUNTS]
+
+    score = sum(WEIGHTS[n] for n in matched) - sum(WEIGHTS[n] for n in against)
+    reasons = [f"{n} {detail}" for n, (v, detail) in verdicts.items() if v != "neutral"]
     hostname = _hostname_reason(incoming.hostname, known.signals.hostname)
     reasons += [hostname] if hostname else []
-    return Comparison(known.device_id, score, tuple(reasons), differs)
+    return Comparison(
+        known.device_id,
+        score,
+        tuple(reasons),
+        hardware_differs=bool(against),
+        matched=len(matched),
+        contradicted=len(differ),
+    )
 
 
 def shared_values(devices: Iterable[KnownDevice]) -> dict[str, frozenset[str]]:
@@ -304,9 +330,14 @@ def _best_match(
     shared: Mapping[str, frozenset[str]],
     school: str,
 ) -> tuple[KnownDevice, Comparison] | None:
-    """The highest-scoring candidate above RECOGNISED_ABOVE; ties go to ``school``."""
+    """The highest-scoring corroborated candidate above RECOGNISED_ABOVE; ties go
+    to ``school``."""
     scored = [(compare(incoming, c, shared), c) for c in candidates]
-    scored = [(comp, c) for comp, c in scored if comp.score > RECOGNISED_ABOVE]
+    scored = [
+        (comp, c)
+        for comp, c in scored
+        if comp.score > RECOGNISED_ABOVE and comp.corroborated
+    ]
     if not scored:
         return None
     comparison, device = max(

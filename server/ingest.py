@@ -234,6 +234,8 @@ def _reporting_device(
 ) -> dict[str, Any]:
     """The device a report belongs to; creates one for a machine new on a credential."""
     device = storage.device(device["id"]) or device
+    if _same_identity_object(report, device):
+        return device
     incoming = incoming_signals(report)
     if incoming is None or incoming == Signals.from_wire(device["identity"]):
         return device
@@ -251,12 +253,27 @@ def _reporting_device(
     return _new_machine(storage, device, incoming, decision, now, result)
 
 
+def _same_identity_object(report: Report, device: dict[str, Any]) -> bool:
+    """The common report: no hardware sections, and the identity object the device
+    already has (equal objects give equal signals, so identity has nothing to do)."""
+    if report.identity is None or _identity_sections(report) is not None:
+        return False
+    return report.identity.model_dump(mode="json") == device["identity"]
+
+
+def _identity_sections(report: Report) -> dict[str, Any] | None:
+    """The data of the hardware sections identity reads, when all are present."""
+    sections = report.inventory.sections if report.inventory else {}
+    if all(sections.get(n) and sections[n].data for n in IDENTITY_SECTIONS):
+        return {name: sections[name].data for name in IDENTITY_SECTIONS}
+    return None
+
+
 def incoming_signals(report: Report) -> Signals | None:
     """Identity signals of a report: from its inventory when that has the hardware
     sections, else from its ``identity`` object; None when it carries neither."""
-    sections = report.inventory.sections if report.inventory else {}
-    if all(sections.get(n) and sections[n].data for n in IDENTITY_SECTIONS):
-        data = {name: sections[name].data for name in IDENTITY_SECTIONS}
+    data = _identity_sections(report)
+    if data is not None:
         return Signals.from_sections(data)
     if report.identity is None:
         return None

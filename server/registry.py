@@ -1,14 +1,16 @@
 """The school registry: a CSV list of schools as districts keep it, read all or nothing.
 
 Accepts UTF-8 with or without BOM, comma or semicolon separators, CRLF line ends and
-trailing empty lines (what Excel on a Vietnamese Windows saves). Every bad line is
-reported with its number, the column and what would be accepted; nothing is imported
-unless the whole file is good.
+trailing empty lines (what Excel on a Vietnamese Windows saves). Columns schoolmon
+does not use (notes, phone numbers) are ignored with a warning naming them. Every bad
+line is reported with its number, the column and what would be accepted; nothing is
+imported unless the whole file is good.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import logging
 import re
@@ -66,8 +68,21 @@ class Cell:
     text: str
 
 
+@dataclass(frozen=True)
+class RegistryFile:
+    """A parsed registry: its school rows and warnings about what was left aside."""
+
+    rows: list[dict[str, Any]]
+    warnings: tuple[str, ...] = ()
+
+
 def read_registry(path: str | Path) -> list[dict[str, Any]]:
     """Parse a registry file into school rows; raise RegistryError listing faults."""
+    return load_registry(path).rows
+
+
+def load_registry(path: str | Path) -> RegistryFile:
+    """Parse a registry file into rows and warnings; raise RegistryError."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -77,8 +92,8 @@ def read_registry(path: str | Path) -> list[dict[str, Any]]:
     return parse_registry(text, source=str(path))
 
 
-def parse_registry(text: str, source: str = "registry") -> list[dict[str, Any]]:
-    """Parse registry text (already decoded) into school rows."""
+def parse_registry(text: str, source: str = "registry") -> RegistryFile:
+    """Parse registry text (already decoded) into school rows and warnings."""
     text = text.removeprefix("\ufeff")
     lines = text.splitlines()
     if not any(line.strip() for line in lines):
@@ -86,7 +101,7 @@ def parse_registry(text: str, source: str = "registry") -> list[dict[str, Any]]:
     delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
-    header = _read_header(next(reader), source)
+    header, warnings = _read_header(next(reader), source)
     rows, problems, first_line = [], [], {}
     for record in reader:
         line = reader.line_num
@@ -105,13 +120,23 @@ def parse_registry(text: str, source: str = "registry") -> list[dict[str, Any]]:
             rows.append(row)
     if problems:
         raise RegistryError(problems)
-    return rows
+    return RegistryFile(rows, tuple(warnings))
 
 
-def import_registry(storage: Storage, path: str | Path, now: datetime) -> ImportSummary:
-    """Read ``path`` and upsert it into ``storage`` as the whole registry."""
-    rows = read_registry(path)
-    summary = storage.import_schools(rows, now)
+def import_registry(
+    storage: Storage,
+    path: str | Path,
+    now: datetime,
+    on_warning: Callable[[str], None] = logger.warning,
+) -> ImportSummary:
+    """Read ``path`` and upsert it into ``storage`` as the whole registry.
+
+    Each warning (an ignored column) is handed to ``on_warning`` (default: the log).
+    """
+    registry = load_registry(path)
+    for warning in registry.warnings:
+        on_warning(warning)
+    summary = storage.import_schools(registry.rows, now)
     logger.info(
         "registry %s imported: %d added, %d updated, %d unchanged, %d deactivated",
         path,
@@ -136,27 +161,32 @@ def _decode(raw: bytes, path: Path) -> str:
         ) from None
 
 
-def _read_header(record: list[str], source: str) -> list[str]:
+def _read_header(record: list[str], source: str) -> tuple[list[str], list[str]]:
+    """The column names, and warnings naming the columns that will be ignored."""
     header = [_clean(name).lower() for name in record]
-    accepted = REQUIRED + OPTIONAL
+    unknown = [name for name in header if name not in READERS]
+    ignored = list(dict.fromkeys(_ignored_column(name, source) for name in unknown))
     problems = [
-        f"{source} line 1: column {name!r} is unknown; accepted: {', '.join(accepted)}"
-        for name in header
-        if name not in accepted
-    ]
-    problems += [
         f"{source} line 1: required column {name!r} is missing; "
         f"the header needs {', '.join(REQUIRED)}"
         for name in REQUIRED
         if name not in header
     ]
-    duplicated = sorted({name for name in header if header.count(name) > 1})
+    duplicated = sorted({n for n in header if n in READERS and header.count(n) > 1})
     problems += [
         f"{source} line 1: column {name!r} appears twice" for name in duplicated
     ]
     if problems:
-        raise RegistryError(problems)
-    return header
+        raise RegistryError(problems + ignored)
+    return header, ignored
+
+
+def _ignored_column(name: str, source: str) -> str:
+    if not name:
+        return f"{source} line 1: a column without a name is ignored"
+    warning = f"{source} line 1: column {name!r} is not used by schoolmon; ignored"
+    close = difflib.get_close_matches(name, REQUIRED + OPTIONAL, n=1, cutoff=0.8)
+    return warning + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def _read_row(
@@ -169,7 +199,7 @@ def _read_row(
         ]
     values = dict(zip(header, record, strict=False))
     row, problems = {}, []
-    for column in header:
+    for column in (name for name in header if name in READERS):
         cell = Cell(line, column, _clean(values.get(column, "")))
         try:
             row[column] = READERS[column](cell)
@@ -200,11 +230,17 @@ def _required_text(cell: Cell) -> str:
 
 
 def _level(cell: Cell) -> str:
-    word = cell.text.lower()
+    return school_level(cell.text)
+
+
+def school_level(text: str) -> str:
+    """The level code of a level word as districts write it (``THCS``, ``mầm non``,
+    ``primary``); raise ValueError naming it and the accepted words."""
+    word = unicodedata.normalize("NFC", text).strip().lower()
     level = word if word in LEVELS else LEVEL_ALIASES.get(word)
     if level is None:
         raise ValueError(
-            f"{cell.text!r} is not a school level; accepted: {', '.join(LEVELS)} "
+            f"{text!r} is not a school level; accepted: {', '.join(LEVELS)} "
             "(or mầm non, tiểu học, THCS, THPT)"
         )
     return level

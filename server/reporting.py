@@ -452,9 +452,9 @@ _THRESHOLD_DISPLAY: Mapping[str, tuple[Text, float, Text, str]] = {
             "Connected: Internet uptime at least",
             "Đạt kết nối: thời gian có Internet từ",
         ),
-        1,
+        0.01,
         Text("%", "%"),
-        "percent",
+        "number",
     ),
     "min_logical_cpus": (
         Text("Lab PC: logical CPUs at least", "Máy phòng tin học: số CPU logic từ"),
@@ -534,8 +534,7 @@ def _threshold_parameter(name: str, value: float) -> Parameter:
     if name not in _THRESHOLD_DISPLAY:
         return Parameter(name, Text(name, name), value, _NO_UNIT, "number")
     label, scale, unit, kind = _THRESHOLD_DISPLAY[name]
-    shown = value if kind == "percent" else _tidy(value / scale)
-    return Parameter(name, label, shown, unit, kind)
+    return Parameter(name, label, _tidy(value / scale), unit, kind)
 
 
 def _tidy(value: float) -> float | int:

@@ -366,6 +366,7 @@ class Speedtest(_Envelope):
         ]
         | None
     ) = None
+    message: Text | None = None
     backend: Literal["speedtest-net", "collector"]
     tool: Name | None = None
     tool_version: Name | None = None

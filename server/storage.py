@@ -35,6 +35,7 @@ JSON_COLUMNS = frozenset(
 )
 BOOL_COLUMNS = frozenset({"active", "has_informatics", "ok"})
 TIME_COLUMNS = frozenset({"wall_time"})
+_PLAIN = frozenset({str, int, float})
 SCHOOL_FIELDS = (
     "name",
     "level",
@@ -446,6 +447,8 @@ class Storage:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._os_names: dict[str, tuple[str, str | None]] = {}
+        self._os_names_lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
@@ -707,12 +710,25 @@ class Storage:
                 )
 
     def device_os_names(self) -> dict[str, str | None]:
-        """The OS name of each device's latest inventory (None when unknown)."""
-        rows = self._rows(
-            "SELECT device, json_extract(sections, '$.os.data.name') AS os "
-            "FROM inventories"
-        )
-        return {row["device"]: row["os"] for row in rows}
+        """The OS name of each device's latest inventory (None when unknown).
+
+        Names are kept between calls and read again only for inventories stored
+        since (parsing every inventory's JSON costs more than a scrape may).
+        """
+        with self._os_names_lock, self.snapshot():
+            stored = dict(self._tuples("SELECT device, received_at FROM inventories"))
+            known = self._os_names
+            stale = [d for d, at in stored.items() if known.get(d, (None,))[0] != at]
+            for start in range(0, len(stale), 500):
+                chunk = stale[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for device, at, name in self._tuples(
+                    "SELECT device, received_at, json_extract(sections, "
+                    f"'$.os.data.name') FROM inventories WHERE device IN ({marks})",
+                    chunk,
+                ):
+                    known[device] = (at, name)
+            return {device: known[device][1] for device in stored}
 
     def inventory_snapshots(self, device_id: str) -> list[dict[str, Any]]:
         """Every distinct inventory of a device, oldest first."""
@@ -1019,6 +1035,8 @@ def _json(value: Any) -> str:
 
 
 def _encode_value(name: str, value: Any) -> Any:
+    if value is None or type(value) in _PLAIN and name not in JSON_COLUMNS:
+        return value
     if isinstance(value, datetime):
         return to_storage(value)
     if name in JSON_COLUMNS and value is not None:

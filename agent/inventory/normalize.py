@@ -266,23 +266,29 @@ def system_disk_serial(disks: Mapping[str, Any]) -> str | None:
 
 _WINDOWS_UNSUPPORTED = ("6.0", "6.1", "6.2", "6.3")
 # Build -> (end for Home/Pro, end for Enterprise/Education), from Microsoft's
-# published lifecycle pages.
+# published lifecycle pages. Pro Education and Pro for Workstations follow Home/Pro
+# (24 months for Windows 11); Enterprise, Education and IoT Enterprise get 36.
 _WINDOWS_BUILD_END = {
-    19045: (date(2025, 10, 14), date(2025, 10, 14)),
-    19044: (date(2023, 6, 13), date(2024, 6, 11)),
-    19043: (date(2022, 12, 13), date(2022, 12, 13)),
-    22000: (date(2023, 10, 10), date(2024, 10, 8)),
-    22621: (date(2024, 10, 8), date(2025, 10, 14)),
-    22631: (date(2025, 11, 11), date(2026, 11, 10)),
-    26100: (date(2026, 10, 13), date(2027, 10, 12)),
-    26200: (date(2027, 10, 12), date(2028, 10, 10)),
+    19042: (date(2022, 5, 10), date(2023, 5, 9)),  # Windows 10 20H2
+    19043: (date(2022, 12, 13), date(2022, 12, 13)),  # Windows 10 21H1
+    19044: (date(2023, 6, 13), date(2024, 6, 11)),  # Windows 10 21H2
+    19045: (date(2025, 10, 14), date(2025, 10, 14)),  # Windows 10 22H2
+    22000: (date(2023, 10, 10), date(2024, 10, 8)),  # Windows 11 21H2
+    22621: (date(2024, 10, 8), date(2025, 10, 14)),  # Windows 11 22H2
+    22631: (date(2025, 11, 11), date(2026, 11, 10)),  # Windows 11 23H2
+    26100: (date(2026, 10, 13), date(2027, 10, 12)),  # Windows 11 24H2
+    26200: (date(2027, 10, 12), date(2028, 10, 10)),  # Windows 11 25H2
 }
+# Long-term servicing builds -> (end, end for IoT Enterprise LTSC).
 _WINDOWS_LTSC_END = {
-    14393: date(2026, 10, 13),
-    17763: date(2029, 1, 9),
-    19044: date(2027, 1, 12),
-    26100: date(2029, 10, 9),
+    10240: (date(2025, 10, 14), date(2025, 10, 14)),  # 2015 LTSB
+    14393: (date(2026, 10, 13), date(2026, 10, 13)),  # 2016 LTSB
+    17763: (date(2029, 1, 9), date(2029, 1, 9)),  # 2019 LTSC
+    19044: (date(2027, 1, 12), date(2032, 1, 13)),  # 2021 LTSC
+    26100: (date(2029, 10, 9), date(2034, 10, 10)),  # 2024 LTSC
 }
+# End of standard support of Ubuntu LTS releases (Expanded Security Maintenance,
+# a paid subscription, is not counted).
 _UBUNTU_LTS_END = {
     "14.04": date(2019, 4, 30),
     "16.04": date(2021, 4, 30),
@@ -291,12 +297,14 @@ _UBUNTU_LTS_END = {
     "22.04": date(2027, 6, 1),
     "24.04": date(2029, 5, 31),
 }
+# End of Debian LTS (security support by the Debian LTS team after the regular
+# security support ends), by major version.
 _DEBIAN_END = {
-    "9": date(2020, 7, 18),
-    "10": date(2022, 9, 10),
-    "11": date(2024, 8, 14),
-    "12": date(2026, 6, 10),
-    "13": date(2028, 8, 9),
+    "9": date(2022, 6, 30),
+    "10": date(2024, 6, 30),
+    "11": date(2026, 8, 31),
+    "12": date(2028, 6, 30),
+    "13": date(2030, 6, 30),
 }
 
 
@@ -329,14 +337,19 @@ def _windows_end(name: str, version: str) -> date | bool | None:
 
     build = int(match.group(1))
     if re.search(r"LTS[BC]", name):
-        return _WINDOWS_LTSC_END.get(build)
-    if build < 19043:
-        return False
+        ends = _WINDOWS_LTSC_END.get(build)
+        return None if ends is None else ends[1 if "IoT" in name else 0]
     ends = _WINDOWS_BUILD_END.get(build)
     if ends is None:
-        return None
-    business = re.search(r"Enterprise|Education", name) is not None
-    return ends[1] if business else ends[0]
+        return False if build < min(_WINDOWS_BUILD_END) else None
+    return ends[1] if _windows_business_edition(name) else ends[0]
+
+
+def _windows_business_edition(name: str) -> bool:
+    """Enterprise and Education editions; Pro Education is serviced as Pro."""
+    if "Pro Education" in name:
+        return False
+    return re.search(r"Enterprise|Education", name) is not None
 
 
 def _linux_end(name: str, version: str) -> date | None:

@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
 from schoolmon.agent.cli import main
 from schoolmon.agent.inventory import SECTIONS
 
+from tests.netlab.matchers import Between, IsoUtc
 from tests.support.waiting import wait_until
 
 
@@ -30,8 +33,22 @@ def config_file(tmp_path, collector):
     return path
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+OUTBOX_FIGURES = ("outbox_items", "outbox_bytes", "set_aside_total", "dropped_total")
+NOTHING_QUEUED = {
+    "outbox_items": 0,
+    "outbox_bytes": 0,
+    "set_aside_total": 0,
+    "dropped_total": {"probes": 0},
+}
+
+
+def wall_seconds(iso: str) -> float:
+    """Seconds since the epoch of an ISO 8601 UTC time with Z."""
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, env=env)
 
 
 def test_inventory_prints_utf8_json_with_every_section(tmp_path):
@@ -77,7 +94,25 @@ def test_dry_run_prints_the_report_and_sends_or_stores_nothing(
         ("collector", "tcp", True),
         ("collector", "https", True),
     ]
+    assert {k: report["health"][k] for k in OUTBOX_FIGURES} == NOTHING_QUEUED
     assert (collector.headers, state_dir.exists()) == ([], False)
+
+
+def test_dry_run_health_shows_the_real_outbox_not_what_it_would_queue(
+    tmp_path, collector, config_file
+):
+    """The dry run's health counts what is really queued, untouched by the run."""
+    common = ["--config", str(config_file), "--state-dir", str(tmp_path / "state")]
+    invoke("enroll", "--server", collector.url, "--token", "tok", *common)
+    collector.stop()
+    invoke("once", *common)
+
+    dry = json.loads(invoke("once", "--dry-run", *common).stdout)
+    status = json.loads(invoke("status", "--json", *common).stdout)
+
+    queued = {k: status[k] for k in OUTBOX_FIGURES}
+    assert {k: dry["health"][k] for k in OUTBOX_FIGURES} == queued
+    assert queued["outbox_items"] == 4
 
 
 def test_enroll_then_once_delivers_and_status_shows_it(
@@ -89,22 +124,54 @@ def test_enroll_then_once_delivers_and_status_shows_it(
     enrolled = invoke(
         "enroll", "--server", collector.url, "--token", "tok-C01", *common
     )
+    before = time.time()
     once = invoke("once", *common)
     status = invoke("status", *common)
 
+    delivered_at = status.stdout.splitlines()[5].removeprefix("last delivery: ")
+    assert before - 1 <= wall_seconds(delivered_at) <= time.time()
     assert (enrolled.exit_code, enrolled.stdout) == (
         0,
         "enrolled as device d_0001 of school C01\n",
     )
     assert (once.exit_code, once.stdout) == (0, "delivered: cycle 1, 3 probe samples\n")
     assert collector.headers[0]["Authorization"] == "Bearer secret-1"
-    lines = status.stdout.splitlines()
-    assert lines[:3] == ["school: C01", "device id: d_0001", f"server: {collector.url}"]
-    assert lines[5:] == [
+    assert status.stdout.splitlines() == [
+        "school: C01",
+        "device id: d_0001",
+        f"server: {collector.url}",
+        "credential: in use",
+        f"state dir: {tmp_path / 'state'}",
+        f"last delivery: {delivered_at}",
+        "last error: none",
         "outbox: 0 items, 0 bytes",
         "set aside: 0",
         "dropped: probes 0",
     ]
+
+
+def test_status_before_enrollment_says_so_and_creates_nothing(tmp_path):
+    """`status` of a PC not enrolled exits 0, says so, and writes no file."""
+    state_dir = tmp_path / "state"
+
+    result = invoke("status", "--state-dir", str(state_dir))
+
+    assert (result.exit_code, result.stdout.splitlines()) == (
+        0,
+        [
+            "school: (not enrolled)",
+            "device id: (not enrolled)",
+            "server: (not enrolled)",
+            "credential: none: run schoolmon-agent enroll --server URL --token TOKEN",
+            f"state dir: {state_dir}",
+            "last delivery: never",
+            "last error: none",
+            "outbox: 0 items, 0 bytes",
+            "set aside: 0",
+            "dropped: probes 0",
+        ],
+    )
+    assert state_dir.exists() is False
 
 
 def test_once_without_enrollment_fails_with_one_line(tmp_path):
@@ -118,21 +185,151 @@ def test_once_without_enrollment_fails_with_one_line(tmp_path):
     ]
 
 
-def test_once_with_collector_down_exits_non_zero_and_keeps_the_samples(
+def test_once_with_collector_down_says_so_in_one_line_and_keeps_the_samples(
     tmp_path, collector, config_file
 ):
-    """A cycle whose report is not delivered exits 1; the samples stay queued."""
+    """A cycle whose report is not delivered exits 1 with one line saying why and
+    that the items wait in the outbox; `status` shows the error."""
     common = ["--config", str(config_file), "--state-dir", str(tmp_path / "state")]
     invoke("enroll", "--server", collector.url, "--token", "tok", *common)
     collector.stop()
 
     once = invoke("once", *common)
-    status = invoke("status", *common)
+    status = invoke("status", "--json", *common)
 
-    assert once.exit_code == 1
-    assert once.stderr.startswith("Error: report not delivered: collector unreachable")
-    assert len(once.stderr.splitlines()) == 1
-    assert "outbox: 4 items" in status.stdout
+    facts = json.loads(status.stdout)
+    assert (once.exit_code, once.stderr) == (
+        1,
+        "Error: collector unreachable (connection refused); 4 items kept in the "
+        "outbox, will retry\n",
+    )
+    assert facts == {
+        "school": "C01",
+        "device_id": "d_0001",
+        "server": collector.url,
+        "revoked_at": None,
+        "state_dir": str(tmp_path / "state"),
+        "last_delivery": None,
+        "last_error": "collector unreachable (connection refused)",
+        "last_error_at": IsoUtc(),
+        "outbox_items": 4,
+        "outbox_bytes": Between(500, 50_000_000),
+        "dropped_total": {"probes": 0},
+        "set_aside_total": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"\xff\xfe bad = 1\n", "not UTF-8 text; save it as UTF-8"),
+        (
+            "interval_seconds = 60\n".encode("utf-16"),
+            "not UTF-8 text; save it as UTF-8",
+        ),
+        (b"interval_seconds = = 60\n", "not valid TOML: "),
+    ],
+    ids=["latin-bytes", "utf-16-notepad", "not-toml"],
+)
+def test_unreadable_configuration_is_one_line_naming_the_file(tmp_path, content, says):
+    """A configuration that is not UTF-8 TOML is one line naming the file, exit 1."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+
+    result = invoke("status", "--config", str(path), "--state-dir", str(tmp_path))
+
+    assert (result.exit_code, result.stderr.count("\n")) == (1, 1)
+    assert result.stderr.startswith(f"Error: {path}: {says}")
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("missing.toml", "no such file"),
+        (".", "is a directory, expected a TOML file"),
+    ],
+)
+def test_configuration_path_that_is_no_file_is_one_line(tmp_path, name, says):
+    """A missing file or a directory given as --config is one line naming it."""
+    path = tmp_path / name
+
+    result = invoke("status", "--config", str(path), "--state-dir", str(tmp_path))
+
+    assert (result.exit_code, result.stderr) == (1, f"Error: {path}: {says}\n")
+
+
+def test_empty_config_option_is_refused():
+    """`--config ""` is an error, not the defaults."""
+    result = invoke("status", "--config", "")
+
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "Error: --config = '': expected a file path\n",
+    )
+
+
+@pytest.mark.parametrize("command", ["once", "status", "run"])
+def test_state_dir_under_a_file_is_one_line_and_nothing_is_created(tmp_path, command):
+    """A state directory that cannot exist is named with the reason, before all."""
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+
+    result = invoke(command, "--state-dir", str(afile / "sub"))
+
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"Error: cannot create state directory {afile / 'sub'}: {afile} is a file\n",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_state_dir_from_the_environment_that_is_a_file_is_named(tmp_path):
+    """SCHOOLMON_STATE_DIR naming a file is one line saying so."""
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+
+    result = invoke("once", env={"SCHOOLMON_STATE_DIR": str(afile)})
+
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"Error: cannot use state directory {afile}: it is a file\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "source"),
+    [
+        (["--state-dir", ""], {}, "--state-dir"),
+        (["--state-dir", " "], {}, "--state-dir"),
+        ([], {"SCHOOLMON_STATE_DIR": ""}, "SCHOOLMON_STATE_DIR"),
+    ],
+)
+def test_empty_state_dir_is_refused_not_replaced_by_the_default(args, env, source):
+    """An empty state directory is an error naming where it came from."""
+    result = invoke("status", *args, env=env)
+
+    value = args[1] if args else ""
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"Error: {source} = {value!r}: expected a directory path, got an empty one\n",
+    )
+
+
+def test_help_describes_config_and_state_dir():
+    """Every command's help says what --config and --state-dir are and the default."""
+    result = invoke("once", "--help")
+
+    options = " ".join(result.stdout.split("Options:")[1].split())
+    assert (
+        "--config PATH Agent configuration file (TOML, UTF-8); without it the "
+        "built-in defaults apply."
+    ) in options
+    assert (
+        "--state-dir PATH Directory for the credential and the outbox (also "
+        "SCHOOLMON_STATE_DIR, or state_dir in the configuration). Default: "
+        "/var/lib/schoolmon as root on Linux, %ProgramData%\\schoolmon for a "
+        "Windows service, else the user's data directory."
+    ) in options
 
 
 def test_bad_configuration_is_one_line_naming_key_and_value(tmp_path):

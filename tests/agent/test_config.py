@@ -112,7 +112,40 @@ def test_invalid_toml_names_the_file(tmp_path):
     path = tmp_path / "agent.toml"
     path.write_text("interval_seconds = = 3\n", encoding="utf-8")
 
-    with pytest.raises(
-        ConfigError, match=f"configuration file {path} is not valid TOML"
-    ):
+    with pytest.raises(ConfigError) as raised:
         load_config(path)
+
+    assert str(raised.value).startswith(f"{path}: not valid TOML: ")
+
+
+def test_utf8_file_with_byte_order_mark_is_read(tmp_path):
+    """A BOM (PowerShell 5's Out-File -Encoding utf8, old Notepad) is accepted."""
+    text = 'server_url = "https://schoolmon.sgd.example.vn"\ninterval_seconds = 120\n'
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+
+    with_bom = load_config(path)
+
+    assert with_bom == AgentConfig(
+        server_url="https://schoolmon.sgd.example.vn", interval_seconds=120
+    )
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "interval_seconds = 120\n".encode("utf-16"),
+        "interval_seconds = 120\n".encode("utf-16-le"),
+        "# Trung tâm, café\ninterval_seconds = 120\n".encode("cp1252"),
+    ],
+    ids=["utf-16-with-bom", "utf-16-le", "windows-1252"],
+)
+def test_text_that_is_not_utf8_is_refused_saying_how_to_fix_it(tmp_path, encoded):
+    """UTF-16 (Notepad's "Unicode") or a legacy code page gives one clear line."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(encoded)
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+
+    assert str(raised.value) == f"{path}: not UTF-8 text; save it as UTF-8"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import given
@@ -252,9 +252,29 @@ NOW = date(2026, 12, 3)
         ("windows", "Microsoft Windows 11 Home", "10.0.22000", False),
         ("windows", "Microsoft Windows 11 Pro", "10.0.29999", None),
         ("windows", "Microsoft Windows Server 2019", "10.0.17763", None),
+        ("windows", "Microsoft Windows 11 Pro Education", "10.0.22631", False),
+        ("windows", "Microsoft Windows 11 Pro Education", "10.0.26200", True),
+        ("windows", "Microsoft Windows 11 Enterprise", "10.0.26100", True),
+        ("windows", "Microsoft Windows 11 Home", "10.0.26100", False),
+        ("windows", "Microsoft Windows 11 Home", "10.0.26200", True),
+        ("windows", "Microsoft Windows 10 Enterprise LTSC", "10.0.19044", True),
+        ("windows", "Microsoft Windows 10 IoT Enterprise LTSC", "10.0.19044", True),
+        ("windows", "Microsoft Windows 10 Enterprise 2016 LTSB", "10.0.14393", False),
+        ("windows", "Microsoft Windows 10 Enterprise LTSC", "10.0.18362", None),
+        ("windows", "Microsoft Windows 10 Pro", "10.0.18363", False),
+        ("windows", None, None, None),
+        ("linux", "Ubuntu", "24.04", True),
         ("linux", "Ubuntu", "22.04", True),
         ("linux", "Ubuntu", "20.04", False),
-        ("linux", "Debian GNU/Linux", "12", False),
+        ("linux", "Ubuntu", "23.10", None),
+        ("linux", "Ubuntu", "26.04", None),
+        ("linux", "Debian GNU/Linux", "13", True),
+        ("linux", "Debian GNU/Linux", "12", True),
+        ("linux", "Debian GNU/Linux", "11", False),
+        ("linux", "Debian GNU/Linux", "10", False),
+        ("linux", "Debian GNU/Linux", "14", None),
+        ("linux", "Debian GNU/Linux", None, None),
+        ("linux", None, "12", None),
         ("linux", "Linux Mint", "21.3", None),
         ("other", "macOS", "14.1", None),
     ],
@@ -262,6 +282,39 @@ NOW = date(2026, 12, 3)
 def test_vendor_support_on_december_2026(family, name, version, expected):
     """Support is decided from the vendor's end dates; unknown releases are None."""
     assert vendor_supported(family, name, version, NOW) is expected
+
+
+# (family, name, version, last supported day) as the vendors publish them.
+END_OF_SUPPORT = [
+    ("linux", "Debian GNU/Linux", "10", date(2024, 6, 30)),
+    ("linux", "Debian GNU/Linux", "11", date(2026, 8, 31)),
+    ("linux", "Debian GNU/Linux", "12", date(2028, 6, 30)),
+    ("linux", "Debian GNU/Linux", "13", date(2030, 6, 30)),
+    ("linux", "Ubuntu", "18.04", date(2023, 5, 31)),
+    ("linux", "Ubuntu", "20.04", date(2025, 5, 31)),
+    ("linux", "Ubuntu", "22.04", date(2027, 6, 1)),
+    ("linux", "Ubuntu", "24.04", date(2029, 5, 31)),
+    ("windows", "Microsoft Windows 11 Home", "10.0.22000", date(2023, 10, 10)),
+    ("windows", "Microsoft Windows 11 Pro", "10.0.22621", date(2024, 10, 8)),
+    ("windows", "Microsoft Windows 11 Pro", "10.0.22631", date(2025, 11, 11)),
+    ("windows", "Microsoft Windows 11 Pro", "10.0.26100", date(2026, 10, 13)),
+    ("windows", "Microsoft Windows 11 Education", "10.0.22000", date(2024, 10, 8)),
+    ("windows", "Microsoft Windows 11 Enterprise", "10.0.22621", date(2025, 10, 14)),
+    ("windows", "Microsoft Windows 11 Education", "10.0.22631", date(2026, 11, 10)),
+    ("windows", "Microsoft Windows 11 Enterprise", "10.0.26100", date(2027, 10, 12)),
+    ("windows", "Microsoft Windows 10 Pro", "10.0.19045", date(2025, 10, 14)),
+]
+
+
+@pytest.mark.parametrize(("family", "name", "version", "last_day"), END_OF_SUPPORT)
+def test_vendor_support_ends_after_the_published_last_day(
+    family, name, version, last_day
+):
+    """Supported on the published last day, unsupported the day after."""
+    assert [
+        vendor_supported(family, name, version, last_day),
+        vendor_supported(family, name, version, last_day + timedelta(days=1)),
+    ] == [True, False]
 
 
 def test_canonical_hash_keeps_unicode_byte_exact_and_ignores_key_order():

@@ -36,7 +36,6 @@ def test_state_dir_precedence_option_env_config_platform():
         resolve_state_dir("/opt/dir", env, "/conf/dir"),
         resolve_state_dir(None, env, "/conf/dir"),
         resolve_state_dir(None, {}, "/conf/dir"),
-        resolve_state_dir(None, {}, None, service=True),
         resolve_state_dir(None, {}, None, service=False),
     ]
 
@@ -44,9 +43,62 @@ def test_state_dir_precedence_option_env_config_platform():
         Path("/opt/dir"),
         Path("/env/dir"),
         Path("/conf/dir"),
-        Path(platformdirs.site_data_dir("schoolmon", appauthor=False)),
         Path(platformdirs.user_data_dir("schoolmon", appauthor=False)),
     ]
+
+
+def test_service_state_dir_is_the_platforms_place_for_service_state():
+    """A service keeps its state in /var/lib/schoolmon on Linux and in
+    %ProgramData%\\schoolmon on Windows, not in /usr/local/share."""
+    windows_env = {"PROGRAMDATA": "D:\\ProgramData"}
+
+    chosen = [
+        resolve_state_dir(None, {}, None, service=True, platform="linux"),
+        resolve_state_dir(None, windows_env, None, service=True, platform="win32"),
+        resolve_state_dir(None, {}, None, service=True, platform="win32"),
+    ]
+
+    assert chosen == [
+        Path("/var/lib/schoolmon"),
+        Path("D:\\ProgramData") / "schoolmon",
+        Path("C:\\ProgramData") / "schoolmon",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "env", "configured", "message"),
+    [
+        ("", {}, None, "--state-dir = '': expected a directory path"),
+        (None, {"SCHOOLMON_STATE_DIR": " "}, None, "SCHOOLMON_STATE_DIR = ' ': "),
+    ],
+)
+def test_empty_state_dir_is_an_error_naming_its_source(
+    option, env, configured, message
+):
+    """An empty path never falls back to the default silently."""
+    with pytest.raises(StateError) as raised:
+        resolve_state_dir(option, env, configured, service=False)
+
+    assert str(raised.value).startswith(message)
+
+
+def test_check_refuses_a_file_and_a_path_under_a_file_and_creates_nothing(tmp_path):
+    """check() names a state directory that is a file or lies under one."""
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+
+    errors = []
+    for directory in (afile, afile / "sub" / "deeper"):
+        with pytest.raises(StateError) as raised:
+            State(directory).check()
+        errors.append(str(raised.value))
+    State(tmp_path / "new" / "state").check()
+
+    assert errors == [
+        f"cannot use state directory {afile}: it is a file",
+        f"cannot create state directory {afile / 'sub' / 'deeper'}: {afile} is a file",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")

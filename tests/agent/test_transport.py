@@ -61,6 +61,8 @@ def test_report_is_gzip_json_with_bearer_and_unicode_byte_exact(collector, trans
 
 
 ERROR = b'{"error": "e", "message": "probe 3: field ok missing"}'
+UNKNOWN_CREDENTIAL = b'{"error": "unknown_credential", "message": "credential unknown"}'
+REVOKED_CREDENTIAL = b'{"error": "revoked_credential", "message": "credential revoked"}'
 
 
 @pytest.mark.parametrize(
@@ -73,12 +75,18 @@ ERROR = b'{"error": "e", "message": "probe 3: field ok missing"}'
         ),
         ((408, {}, b"{}"), Answer("retry", 408, "408 Request Timeout", {}, None)),
         (
-            (401, {}, b'{"error": "unauthorized", "message": "unknown credential"}'),
+            (401, {}, UNKNOWN_CREDENTIAL),
             Answer(
                 "reenroll",
                 401,
-                "401 unknown credential",
-                {"error": "unauthorized", "message": "unknown credential"},
+                "401 credential unknown",
+                json.loads(UNKNOWN_CREDENTIAL),
+            ),
+        ),
+        (
+            (401, {}, REVOKED_CREDENTIAL),
+            Answer(
+                "revoked", 401, "401 credential revoked", json.loads(REVOKED_CREDENTIAL)
             ),
         ),
         (
@@ -116,7 +124,8 @@ ERROR = b'{"error": "e", "message": "probe 3: field ok missing"}'
     ],
 )
 def test_answers_are_classified(collector, transport, reply, expected):
-    """Each kind of answer maps to one outcome: retry, re-enroll, split, set aside."""
+    """Each kind of answer maps to one outcome: retry, re-enroll, stop (revoked),
+    split, set aside."""
     collector.script.append(reply)
 
     assert transport.send_report(report()) == expected
@@ -131,8 +140,7 @@ def test_collector_down_is_retry_with_the_reason():
 
     answer = transport.send_report(report())
 
-    assert (answer.outcome, answer.status) == ("retry", None)
-    assert answer.message.startswith("collector unreachable: ConnectionError")
+    assert answer == Answer("retry", None, "collector unreachable (connection refused)")
 
 
 def test_enroll_posts_token_and_identity_and_returns_the_credential(collector):

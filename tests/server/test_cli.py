@@ -109,6 +109,7 @@ def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(db_path: Path, tmp_
     """Unknown school, bad config, PostgreSQL URL: one clear line each."""
     config = tmp_path / "bad.toml"
     config.write_text("[server]\nprot = 1\n", encoding="utf-8")
+    Storage(db_path).close()
 
     results = [
         run("schools", "token", "C99", "--db", str(db_path)),

@@ -341,8 +341,9 @@ def test_schools_list_by_level_and_codes_only(registered, db_path):
         (
             1,
             "",
-            "Error: level 'college' is unknown; accepted: preschool, primary, "
-            "lower_secondary, upper_secondary, other\n",
+            "Error: --level 'college' is not a school level; accepted: preschool, "
+            "primary, lower_secondary, upper_secondary, other (or mầm non, tiểu học, "
+            "THCS, THPT)\n",
         ),
     ]
 
@@ -374,14 +375,15 @@ def test_summary_of_one_school_lists_its_devices(
 
     expected = (
         "School C02 Trường THCS Cẩm Phúc (lower_secondary, Cẩm Phúc)\n"
-        "In session: yes; offline now: no; last seen: 2026-12-01T02:00:00Z\n"
+        "In session: yes; offline now: no; last seen: 2026-12-01 09:00:00 "
+        "Asia/Ho_Chi_Minh\n"
         "Internet now: up; uptime 7 d: 100.0 %; class: unknown; connected: no "
         "(uptime 100.0 % >= 95.0 %; no valid speed test in 7 days)\n"
         "Equipped lab: 0 of 20 required lab PCs compliant: 1 with an unknown CPU "
         "count, 1 with unknown RAM, 1 with an unknown system disk size\n"
         "Devices: 1\n"
         f"  {reported['device_id']}  lab      LAB-PC01  "
-        "last seen 2026-12-01T02:00:00Z\n"
+        "last seen 2026-12-01 09:00:00 Asia/Ho_Chi_Minh\n"
     )
     assert [(r.exit_code, r.stdout) for r in (from_api, from_db)] == [(0, expected)] * 2
 

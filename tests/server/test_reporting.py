@@ -230,7 +230,7 @@ def test_xlsx_totals_and_parameters_sheets():
         ["Good: per student (large schools)", 50, "kbit/s per student"],
         ["Per-student rate applies above", 400, "students"],
         ["Moderate: median download at least", 1, "Mbit/s"],
-        ["Connected: Internet uptime at least", 0.95, "%"],
+        ["Connected: Internet uptime at least", 95, "%"],
         ["Lab PC: logical CPUs at least", 2, "CPUs"],
         ["Lab PC: RAM at least", 4, "GiB"],
         ["Lab PC: tolerance when only usable RAM is known", 512, "MiB"],

@@ -38,6 +38,7 @@ def test_new_database_is_durable_wal_at_the_latest_schema(storage):
             "enrollment_tokens",
             "inventories",
             "inventory_snapshots",
+            "probe_cycles",
             "probe_samples",
             "schema_version",
             "schools",

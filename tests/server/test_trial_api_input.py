@@ -125,7 +125,7 @@ def test_exotic_bodies_are_refused_naming_the_fault_and_store_nothing(
 
 def test_duplicate_keys_keep_the_last_value(http, device, registered, clock):
     """A key given twice is read as JSON parsers do (the last one wins)."""
-    body = (REPORT_HEAD + '"agent_version": "0.0.9", "agent_version": "0.1.2"}')
+    body = REPORT_HEAD + '"agent_version": "0.0.9", "agent_version": "0.1.2"}'
 
     answer = post_raw(http, "/api/v1/reports", device, body.encode())
 
@@ -284,8 +284,7 @@ def test_long_values_are_quoted_cut_to_80_characters(http, device, clock):
 
     assert (answer.status_code, answer.json()["message"]) == (
         422,
-        "agent_version: String should have at most 64 characters "
-        f"(got '{'v' * 79}…)",
+        f"agent_version: String should have at most 64 characters (got '{'v' * 79}…)",
     )
 
 
