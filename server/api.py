@@ -124,7 +124,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(
             error.status_code, "http"
         )
-        message = f"{request.method} {request.url.path}: {error.detail}"
+        path = request.url.path
+        path = path if len(path) <= 80 else f"{path[:80]}…"
+        message = f"{request.method} {path}: {error.detail}"
         return ApiError(error.status_code, code, message).response()
 
     @app.exception_handler(Exception)
@@ -332,9 +334,15 @@ def _authenticate(storage: Storage, authorization: str | None) -> dict[str, Any]
 
 
 def _secret_message(what: str, secret: str, verdict: str) -> str:
-    return (
-        f"the {what} starting {secret[:4]!r} {verdict}; enroll again with a valid token"
-    )
+    start = quoted(secret[:4]) if secret[:4].isascii() else "(not ASCII)"
+    if what == "enrollment token":
+        advice = (
+            "ask the district technician for a new token "
+            "(schoolmon-server schools token CODE)"
+        )
+    else:
+        advice = "enroll this PC again with a token from the district technician"
+    return f"the {what} starting {start} {verdict}; {advice}"
 
 
 def _ingest(state: Any, device: dict[str, Any], report: Report) -> ReportAnswer:
@@ -420,7 +428,9 @@ def _add_read_routes(app: FastAPI) -> None:
 def _figures_of(state: Any, code: str) -> SchoolFigures:
     figures = figures_for(state.storage, state.config, state.clock(), code)
     if figures is None:
-        raise ApiError(404, "unknown_school", f"school {code!r} is not in the registry")
+        raise ApiError(
+            404, "unknown_school", f"school {quoted(code)} is not in the registry"
+        )
     return figures
 
 
@@ -435,14 +445,18 @@ def _device_for(storage: Storage, credential: str) -> dict[str, Any] | None:
 def _known_school(storage: Storage, code: str) -> dict[str, Any]:
     row = storage.school(code)
     if row is None:
-        raise ApiError(404, "unknown_school", f"school {code!r} is not in the registry")
+        raise ApiError(
+            404, "unknown_school", f"school {quoted(code)} is not in the registry"
+        )
     return row
 
 
 def _known_device(storage: Storage, device_id: str) -> dict[str, Any]:
     row = storage.device(device_id)
     if row is None:
-        raise ApiError(404, "unknown_device", f"device {device_id!r} is not enrolled")
+        raise ApiError(
+            404, "unknown_device", f"device {quoted(device_id)} is not enrolled"
+        )
     return row
 
 

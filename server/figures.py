@@ -77,6 +77,7 @@ _WINDOWS = re.compile(r"windows\s+(xp|vista|server\s+\d+|\d+(?:\.\d+)?)", re.I)
 _WINDOWS_11_BUILD = 22000
 # Schools whose timelines are rebuilt with one query each; more: one query for all.
 REBUILD_ONE_BY_ONE = 50
+_NOTHING = (object(), None)
 
 
 # What the database holds --------------------------------------------------------------
@@ -91,12 +92,12 @@ class DeviceRow(NamedTuple):
     last_seen_at: str | None
     last_skew_seconds: float | None
     inventory_hash: str | None
-    inventory_at: str | None
 
     @property
-    def inventory_key(self) -> tuple[str | None, str | None]:
-        """Changes whenever the device's stored inventory does."""
-        return self.inventory_hash, self.inventory_at
+    def inventory_key(self) -> object:
+        """Changes whenever the content of the device's stored inventory does (the
+        content hash; an inventory stored without one never matches)."""
+        return self.inventory_hash if self.inventory_hash is not None else object()
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def load_snapshot(
             schools = [row for row in [storage.school(school)] if row is not None]
         return Snapshot(
             schools=schools,
-            devices=_by_school(map(DeviceRow._make, storage.device_states(school))),
+            devices=devices_by_school(storage.device_states(school)),
             verdicts=cycle_verdicts(
                 storage.probe_cycles(start - coverage, end, school)
             ),
@@ -139,11 +140,22 @@ def load_snapshot(
         )
 
 
-def _by_school(rows: Iterable[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = {}
+def _by_school(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        code = row.school if isinstance(row, DeviceRow) else row["school"]
-        grouped.setdefault(code, []).append(row)
+        grouped.setdefault(row["school"], []).append(row)
+    return grouped
+
+
+def devices_by_school(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[DeviceRow]]:
+    """``Storage.device_states`` rows as DeviceRows by school, in the rows' order."""
+    grouped: dict[str, list[DeviceRow]] = {}
+    make = DeviceRow._make
+    for row in rows:
+        school = grouped.get(row[0])
+        if school is None:
+            school = grouped[row[0]] = []
+        school.append(make(row))
     return grouped
 
 
@@ -404,20 +416,19 @@ class Judge:
         equal lab figures (the instants of devices seen and online in the window
         matter only through that)."""
         low, high = self.now - self.window, self.now
+        seen_since, now_text = self.seen_since, self.now_text
         entries = []
         for d in devices:
-            seen = (
-                d.last_seen_at is not None
-                and self.seen_since <= d.last_seen_at <= self.now_text
-            )
+            seen = d.last_seen_at
             net = internet.get(d.id)
+            recent = seen is not None and seen_since <= seen <= now_text
             online = net is not None and low <= net <= high
             entries.append(
                 (
                     d.id,
                     d.role,
                     d.inventory_key,
-                    None if seen else (d.last_seen_at,),
+                    None if recent else (seen,),
                     None if online else (net,),
                 )
             )
@@ -699,7 +710,7 @@ class FiguresCache:
         registry = storage.school_rows()
         if registry != self._registry:
             self._registry, self._schools = registry, storage.schools()
-        devices = _by_school(map(DeviceRow._make, storage.device_states()))
+        devices = devices_by_school(storage.device_states())
         self._read_facts(devices)
         self._read_cycles(now)
         self._read_tests(now)
@@ -708,16 +719,16 @@ class FiguresCache:
         return devices, events
 
     def _read_facts(self, devices: dict[str, list[DeviceRow]]) -> None:
-        rows = [d for school in devices.values() for d in school]
-        stale = [
-            d.id
-            for d in rows
-            if d.id not in self._facts or self._facts[d.id][0] != d.inventory_key
-        ]
-        read = self.storage.inventory_facts_of(stale) if stale else {}
-        keys = {d.id: d.inventory_key for d in rows}
-        for device in stale:
-            self._facts[device] = (keys[device], read.get(device, {}))
+        known = self._facts
+        stale = {
+            d.id: key
+            for school in devices.values()
+            for d in school
+            if known.get(d.id, _NOTHING)[0] != (key := d.inventory_key)
+        }
+        read = self.storage.inventory_facts_of(list(stale)) if stale else {}
+        for device, key in stale.items():
+            known[device] = (key, read.get(device, {}))
 
     def _read_cycles(self, now: datetime) -> None:
         """Extend each school's timeline with its new cycles; rebuild it from the

@@ -712,22 +712,27 @@ class Storage:
     def device_os_names(self) -> dict[str, str | None]:
         """The OS name of each device's latest inventory (None when unknown).
 
-        Names are kept between calls and read again only for inventories stored
-        since (parsing every inventory's JSON costs more than a scrape may).
+        Names are kept between calls by inventory hash and read again only for
+        inventories whose content changed (or that have no hash): parsing every
+        inventory's JSON costs more than a scrape may.
         """
         with self._os_names_lock, self.snapshot():
-            stored = dict(self._tuples("SELECT device, received_at FROM inventories"))
+            stored = dict(self._tuples("SELECT device, hash FROM inventories"))
             known = self._os_names
-            stale = [d for d, at in stored.items() if known.get(d, (None,))[0] != at]
+            stale = [
+                d
+                for d, h in stored.items()
+                if h is None or known.get(d, (None,))[0] != h
+            ]
             for start in range(0, len(stale), 500):
                 chunk = stale[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
-                for device, at, name in self._tuples(
-                    "SELECT device, received_at, json_extract(sections, "
+                for device, content, name in self._tuples(
+                    "SELECT device, hash, json_extract(sections, "
                     f"'$.os.data.name') FROM inventories WHERE device IN ({marks})",
                     chunk,
                 ):
-                    known[device] = (at, name)
+                    known[device] = (content, name)
             return {device: known[device][1] for device in stored}
 
     def inventory_snapshots(self, device_id: str) -> list[dict[str, Any]]:
@@ -846,15 +851,15 @@ class Storage:
         )
 
     def device_states(self, school: str | None = None) -> list[tuple[Any, ...]]:
-        """What the figures read of every device (or those of ``school``), by
-        school and id: rows ``(school, id, role, last_seen_at, last_skew_seconds,
-        inventory hash, inventory received_at)``, instants as stored text."""
+        """What the figures read of every device (or those of ``school``), by id:
+        rows ``(school, id, role, last_seen_at, last_skew_seconds,
+        inventory hash)``, instants as stored text. (Columns stored after an
+        inventory's sections are left alone: reading them walks the whole JSON.)"""
         where, params = ("WHERE d.school = ? ", [school]) if school else ("", [])
         return self._tuples(
             "SELECT d.school, d.id, d.role, d.last_seen_at, d.last_skew_seconds, "
-            "i.hash, i.received_at FROM devices d "
-            f"LEFT JOIN inventories i ON i.device = d.id {where}"
-            "ORDER BY d.school, d.id",
+            "i.hash FROM devices d "
+            f"LEFT JOIN inventories i ON i.device = d.id {where}ORDER BY d.id",
             params,
         )
 

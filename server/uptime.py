@@ -27,6 +27,7 @@ key for deduplicating notifications - does not change while it lasts.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import logging
 import math
@@ -140,7 +141,7 @@ def _window_figures(
     end: float,
     latest: float | None,
 ) -> Uptime:
-    sessions = _normalise_sessions(session_intervals, start, end)
+    sessions = _normalised(tuple(session_intervals), start, end)
     clipped, cut_down = _clip(timeline, start)
     return _summarise(clipped, cut_down, sessions, start, end, latest)
 
@@ -286,6 +287,15 @@ def _append(timeline: list, lo: float, hi: float, state: str) -> None:
         timeline[-1] = (timeline[-1][0], hi, state)
     else:
         timeline.append((lo, hi, state))
+
+
+@functools.lru_cache(maxsize=64)
+def _normalised(
+    intervals: tuple[Interval, ...], start: float, end: float
+) -> list[_Span]:
+    """``_normalise_sessions``, once per set of sessions and window (schools of one
+    time zone share them; callers only read the result)."""
+    return _normalise_sessions(intervals, start, end)
 
 
 def _normalise_sessions(

@@ -340,8 +340,8 @@ def test_report_errors_are_json_4xx_and_store_nothing(http, device, registered, 
             401,
             {
                 "error": "unknown_credential",
-                "message": "the credential starting "
-                "'nope' is unknown; enroll again with a valid token",
+                "message": "the credential starting 'nope' is unknown; enroll "
+                "this PC again with a token from the district technician",
             },
         ),
         (
@@ -416,7 +416,8 @@ def test_revoked_credential_is_refused(http, device, registered, clock):
         {
             "error": "revoked_credential",
             "message": f"the credential starting {device['credential'][:4]!r} was "
-            "revoked; enroll again with a valid token",
+            "revoked; enroll this PC again with a token from the district "
+            "technician",
         },
     )
 
@@ -493,7 +494,8 @@ def test_enrollment_errors(http, registered, clock):
             {
                 "error": "unknown_token",
                 "message": "the enrollment token starting "
-                "'wron' is unknown; enroll again with a valid token",
+                "'wron' is unknown; ask the district technician for a new token "
+                "(schoolmon-server schools token CODE)",
             },
         ),
         (
@@ -501,7 +503,8 @@ def test_enrollment_errors(http, registered, clock):
             {
                 "error": "revoked_token",
                 "message": "the enrollment token starting "
-                "'revo' was revoked; enroll again with a valid token",
+                "'revo' was revoked; ask the district technician for a new token "
+                "(schoolmon-server schools token CODE)",
             },
         ),
         (
