@@ -349,7 +349,9 @@ def _m4_device_last_seq(db: sqlite_utils.Database) -> None:
 
 def _m5_probe_cycles(db: sqlite_utils.Database) -> None:
     """Each probe cycle's verdict, kept by a trigger on ``probe_samples`` in the
-    transaction that stores a sample, and filled from the samples already stored."""
+    transaction that stores a sample, and filled from the samples already stored.
+    Also an index that reads inventories' hashes without their (large) rows."""
+    db.execute("CREATE INDEX inventories_content ON inventories (device, hash)")
     db.execute(PROBE_CYCLES_TABLE)
     db.execute("CREATE INDEX probe_cycles_school ON probe_cycles (school, verdict_at)")
     db.execute("CREATE INDEX probe_cycles_last_sample ON probe_cycles (last_sample)")

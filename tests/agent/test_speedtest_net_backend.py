@@ -44,27 +44,27 @@ class MovableClock:
 
 
 @pytest.fixture(scope="module")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+def speedtest_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
     return make_test_ca(tmp_path_factory.mktemp("ca"))
 
 
-def _serve(servers, test_ca, monkeypatch) -> Iterator[FakeSpeedtestNet]:
+def _serve(servers, speedtest_ca, monkeypatch) -> Iterator[FakeSpeedtestNet]:
     config = FakeConfig(testlength=10)
     with FakeSpeedtestNet(
-        servers=servers, config=config, tls=(test_ca.cert, test_ca.key)
+        servers=servers, config=config, tls=(speedtest_ca.cert, speedtest_ca.key)
     ) as fake:
         for name, value in fake.proxy_env().items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca))
+        monkeypatch.setenv("SSL_CERT_FILE", str(speedtest_ca.ca))
         monkeypatch.delenv("no_proxy", raising=False)
         monkeypatch.delenv("NO_PROXY", raising=False)
         yield fake
 
 
 @pytest.fixture
-def standin(test_ca, monkeypatch) -> Iterator[FakeSpeedtestNet]:
+def standin(speedtest_ca, monkeypatch) -> Iterator[FakeSpeedtestNet]:
     """The stand-in with one good test server, set as this process's proxy."""
-    yield from _serve([FakeServer(1001)], test_ca, monkeypatch)
+    yield from _serve([FakeServer(1001)], speedtest_ca, monkeypatch)
 
 
 @pytest.fixture
@@ -157,11 +157,11 @@ def test_a_good_test_reports_the_library_figures_and_its_counted_bytes(
 
 
 def test_unreachable_servers_give_a_failure_not_the_latency_sentinel_or_zeros(
-    test_ca, monkeypatch, tmp_path, clock
+    speedtest_ca, monkeypatch, tmp_path, clock
 ):
     """Servers answering nothing (1,800,000 ms, 0 bytes) fail 'server unreachable'."""
     dead = [FakeServer(n, state="unreachable") for n in (1001, 1002)]
-    for fake in _serve(dead, test_ca, monkeypatch):
+    for fake in _serve(dead, speedtest_ca, monkeypatch):
         result = run_speedtest("speedtest-net", config_for(tmp_path), clock=clock)
 
         assert result == failed("server unreachable")
@@ -174,14 +174,14 @@ def test_unreachable_servers_give_a_failure_not_the_latency_sentinel_or_zeros(
 
 
 def test_a_server_that_moves_no_bytes_is_replaced_by_the_next_best(
-    test_ca, monkeypatch, tmp_path, clock
+    speedtest_ca, monkeypatch, tmp_path, clock
 ):
     """The fastest-answering server moves 0 bytes, so the same call tests the next."""
     servers = [
         FakeServer(1001, state="broken"),
         FakeServer(1002, "Ha Dong", latency_delay=0.05),
     ]
-    for fake in _serve(servers, test_ca, monkeypatch):
+    for fake in _serve(servers, speedtest_ca, monkeypatch):
         result = run_speedtest("speedtest-net", config_for(tmp_path), clock=clock)
 
         # The broken server refused the uploads only after reading them: those
@@ -313,11 +313,11 @@ def test_a_rate_limited_server_list_without_a_saved_list_fails_rate_limited(
 
 
 def test_the_overall_deadline_ends_a_stuck_test_as_a_timeout(
-    test_ca, monkeypatch, tmp_path, clock
+    speedtest_ca, monkeypatch, tmp_path, clock
 ):
     """A test still running at the deadline fails 'timeout' instead of hanging."""
     slow = [FakeServer(1001, latency_delay=1.0)]
-    for _fake in _serve(slow, test_ca, monkeypatch):
+    for _fake in _serve(slow, speedtest_ca, monkeypatch):
         config = {**config_for(tmp_path), "deadline_seconds": 0.5}
 
         result = run_speedtest("speedtest-net", config, clock=clock)
