@@ -132,8 +132,10 @@ def server_command(function: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Log detail (DEBUG).")
 def main(verbose: bool) -> None:
     """schoolmon collector: stores agents' reports and serves the figures."""
+    # Commands print their own results; their logs only speak up when something is
+    # wrong, unless -v. The service (serve) logs one INFO line per report.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -149,9 +151,18 @@ def serve(context: Context, host: str | None, port: int | None) -> None:
     from schoolmon.server.api import create_app
 
     settings = context.config.server
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("schoolmon").setLevel(logging.INFO)
     app = create_app(context.config, context.storage(create=True), utcnow)
     logger.info("collector serving %s", context.db)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port)
+    # The collector logs each report itself; uvicorn's access log would add a second
+    # line per request (agents probe /healthz every cycle) for nothing.
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+    )
 
 
 @main.group()

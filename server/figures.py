@@ -4,6 +4,12 @@ One pass of queries reads what every active school needs (``Snapshot``); the pur
 modules then judge each school: ``uptime`` (Internet uptime, outages, time with no
 device on, the latest verdict), ``policy`` (connectivity class, connected school,
 equipped lab) and this module's catalog buckets (lab PCs by memory, OS and age).
+Probe cycles come judged from the database (``probe_cycles``, one row per cycle).
+
+``school_figures`` keeps what it read between calls (``FiguresCache``, one per
+storage and configuration): each call reads only what changed and judges again
+only what that, or the passing of time, changes; its result is the one a fresh
+computation (``computed_figures``) gives at the same instant.
 
 Decisions where SPEC.md leaves room:
 
@@ -674,7 +680,8 @@ class FiguresCache:
     """
 
     def __init__(self, storage: Storage, config: Config) -> None:
-        self.storage, self.config = storage, config
+        self._storage = weakref.ref(storage)  # the registry's key: never hold it
+        self.config = config
         self.window = config.policy.uptime_window
         self.coverage = _coverage_seconds(config)
         self._lock = threading.Lock()
@@ -688,6 +695,13 @@ class FiguresCache:
         self._facts: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._labs: dict[str, tuple[tuple[Any, ...], LabFigures]] = {}
         self._tested: dict[str, tuple[tuple[Any, ...], TestFigures]] = {}
+
+    @property
+    def storage(self) -> Storage:
+        storage = self._storage()
+        if storage is None:
+            raise RuntimeError("the storage of these figures was closed and dropped")
+        return storage
 
     def figures(self, now: datetime) -> dict[str, SchoolFigures]:
         """Figures of every active school at ``now``, by code."""

@@ -66,7 +66,8 @@ PROBE_COLUMNS = (
     "reason",
     "detail",
 )
-SPEEDTEST_COLUMNS = (
+# The columns migration 1 created; later migrations add to SPEEDTEST_COLUMNS below.
+SPEEDTEST_COLUMNS_V1 = (
     "device",
     "school",
     "run",
@@ -92,6 +93,7 @@ SPEEDTEST_COLUMNS = (
     "duration_seconds",
     "flags",
 )
+SPEEDTEST_COLUMNS = (*SPEEDTEST_COLUMNS_V1, "message")
 
 # How ``clocks.place`` placed a sample (``clocks.METHODS``; added by migration 3).
 PLACEMENT_METHOD = "method"
@@ -111,6 +113,7 @@ INVENTORY_FACTS = (
     ("os", "vendor_supported"),
 )
 """Inventory fields the headline figures read: (section, field)."""
+INVENTORY_HASHES = "SELECT device, hash FROM inventories INDEXED BY inventories_content"
 _FACT_PATHS = ", ".join(f"'$.{s}.data.{f}'" for s, f in INVENTORY_FACTS)
 
 
@@ -311,7 +314,7 @@ def _m1_measurements(db: sqlite_utils.Database) -> None:
     db["speedtests"].create(
         {
             name: float if name in numbers else int if name in integers else str
-            for name in SPEEDTEST_COLUMNS
+            for name in SPEEDTEST_COLUMNS_V1
         },
         not_null={"device", "school", "run", "seq", "placed_at", "received_at", "ok"},
         foreign_keys=[("device", "devices", "id")],
@@ -359,12 +362,18 @@ def _m5_probe_cycles(db: sqlite_utils.Database) -> None:
     db.execute(PROBE_CYCLES_TRIGGER)
 
 
+def _m6_speedtest_message(db: sqlite_utils.Database) -> None:
+    """What an agent said about a failed speed test, beside its reason."""
+    db["speedtests"].add_column("message", str)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
     _m3_placement_and_speedtest_state,
     _m4_device_last_seq,
     _m5_probe_cycles,
+    _m6_speedtest_message,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -719,7 +728,7 @@ class Storage:
         inventory's JSON costs more than a scrape may.
         """
         with self._os_names_lock, self.snapshot():
-            stored = dict(self._tuples("SELECT device, hash FROM inventories"))
+            stored = dict(self._tuples(INVENTORY_HASHES))
             known = self._os_names
             stale = [
                 d
@@ -861,7 +870,8 @@ class Storage:
         return self._tuples(
             "SELECT d.school, d.id, d.role, d.last_seen_at, d.last_skew_seconds, "
             "i.hash FROM devices d "
-            f"LEFT JOIN inventories i ON i.device = d.id {where}ORDER BY d.id",
+            "LEFT JOIN inventories i INDEXED BY inventories_content "
+            f"ON i.device = d.id {where}ORDER BY d.id",
             params,
         )
 

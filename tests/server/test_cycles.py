@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from schoolmon.server.clock import to_storage
 from schoolmon.server.figures import computed_figures, school_figures
-from schoolmon.server.storage import Storage, schema_version
+from schoolmon.server.storage import SCHEMA_VERSION, Storage, schema_version
 
 SCHEMA_4 = (
+    "ALTER TABLE speedtests DROP COLUMN message",
+    "DROP INDEX inventories_content",
     "DROP TRIGGER probe_cycles_follow_samples",
     "DROP TABLE probe_cycles",
-    "DELETE FROM schema_version WHERE version = 5",
+    "DELETE FROM schema_version WHERE version >= 5",
 )
 COLUMNS = (
     "device, cycle_key, school, first_at, has_internet, internet_ok_at, "
@@ -165,9 +167,9 @@ def test_migration_fills_the_table_from_stored_samples(db_path: Path, clock):
 
     assert (
         backfilled
-        == (5, cycles(migrated))
+        == (SCHEMA_VERSION, cycles(migrated))
         == (
-            5,
+            6,
             [
                 (
                     "d_1",
