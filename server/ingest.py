@@ -237,7 +237,15 @@ def _reporting_device(
     if _same_identity_object(report, device):
         return device
     incoming = incoming_signals(report)
-    if incoming is None or incoming == Signals.from_wire(device["identity"]):
+    if incoming is None:
+        # An agent older than identity signals, or a hand-made report: its samples
+        # are kept under the credential's device, without a hardware check.
+        logger.info(
+            "report for %s carries no identity: stored without a hardware check",
+            device["id"],
+        )
+        return device
+    if incoming == Signals.from_wire(device["identity"]):
         return device
 
     candidates = known_devices(storage)
