@@ -366,17 +366,23 @@ class School:
     # the link -------------------------------------------------------------------
 
     def cut(self, side: str = "upstream") -> float:
-        """Take the link down; return the wall time it was down."""
-        return self._set_link(side, "down")
+        """Take the link down; return a wall time by which it surely was down (just
+        after the command)."""
+        self._set_link(side, "down")
+        return self._noted(side, "down", time.time())
 
     def restore(self, side: str = "upstream") -> float:
-        """Bring the link back; return the wall time it was up."""
-        return self._set_link(side, "up")
+        """Bring the link back; return a wall time until which it surely was still
+        down (just before the command): a probe started in between may already pass."""
+        before = time.time()
+        self._set_link(side, "up")
+        return self._noted(side, "up", before)
 
-    def _set_link(self, side: str, state: str) -> float:
+    def _set_link(self, side: str, state: str) -> None:
         device = self.link.dev(CUT_DEVICE[side])
         _run("ip", "-n", self.link.link_ns, "link", "set", device, state)
-        at = time.time()
+
+    def _noted(self, side: str, state: str, at: float) -> float:
         logger.info("link %s (%s side) %s at %.3f", self.link.name, side, state, at)
         return at
 
