@@ -110,9 +110,18 @@ def test_speedtest_cli_through_the_stand_in_measures_the_shaped_rate(link):
     host = f"{link.collector_ip}:{scenarios.SPEEDTEST_PORT}"
     expected = expected_result("speedtest-net", link.spec, host)
 
-    result = scenarios.speedtest_net_test(link)
+    env = scenarios.start_speedtest_net(link, int(scenarios.durations()["st_length"]))
+
+    def measure(attempt: int) -> dict:
+        # A state directory per attempt: a failed first run must not put the second
+        # one in the agent's back-off from speedtest.net.
+        state = link.workdir / f"agent-state-{attempt}"
+        config = {"state_dir": str(state), "secure": True}
+        return scenarios.run_agent(link, "speedtest-net", config, env=env)
+
+    result = measure(1)
     if result != expected:
-        result = scenarios.speedtest_net_test(link)
+        result = measure(2)
 
     assert result == expected
 
