@@ -31,16 +31,16 @@ from pydantic_core import InitErrorDetails
 MAX_PROBES = 5000
 MAX_SPEEDTESTS = 100
 MAX_SECTIONS = 32
-SECTION_STATUSES = ("ok", "timeout", "error", "unsupported")
-SPEEDTEST_REASONS = (
+SectionStatus = Literal["ok", "timeout", "error", "unsupported"]
+SpeedtestReason = Literal[
     "server unreachable",
     "test service refused",
     "rate limited",
     "timeout",
     "no console",
     "error",
-)
-INSTRUCTION_KINDS = ("run_speedtest", "send_full_inventory", "replace_credential")
+]
+InstructionKind = Literal["run_speedtest", "send_full_inventory", "replace_credential"]
 QUOTED_MAX_CHARS = 80
 MAX_INT_DIGITS = 100
 
@@ -251,7 +251,7 @@ SECTION_MODELS: dict[str, type[_Data]] = {
 class Section(_Envelope):
     """One inventory section envelope."""
 
-    status: Literal["ok", "timeout", "error", "unsupported"]
+    status: SectionStatus
     collected_at: WireTime | None = None
     duration_seconds: Seconds | None = None
     error: Text | None = None
@@ -355,17 +355,7 @@ class Speedtest(_Envelope):
     monotonic: float | None = None
     boot_id: Key | None = None
     ok: bool
-    reason: (
-        Literal[
-            "server unreachable",
-            "test service refused",
-            "rate limited",
-            "timeout",
-            "no console",
-            "error",
-        ]
-        | None
-    ) = None
+    reason: SpeedtestReason | None = None
     message: Text | None = None
     backend: Literal["speedtest-net", "collector"]
     tool: Name | None = None
@@ -439,7 +429,7 @@ class Counts(_Envelope):
 class Instruction(_Envelope):
     """One instruction from the closed list of design.md."""
 
-    kind: Literal["run_speedtest", "send_full_inventory", "replace_credential"]
+    kind: InstructionKind
     backend: str | None = None
     credential: str | None = None
     device_id: str | None = None
