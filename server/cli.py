@@ -134,8 +134,10 @@ def main(verbose: bool) -> None:
     """schoolmon collector: stores agents' reports and serves the figures."""
     # Commands print their own results; their logs only speak up when something is
     # wrong, unless -v. The service (serve) logs one INFO line per report.
+    serving = click.get_current_context().invoked_subcommand == "serve"
+    quiet = logging.INFO if serving else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.DEBUG if verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -151,8 +153,6 @@ def serve(context: Context, host: str | None, port: int | None) -> None:
     from schoolmon.server.api import create_app
 
     settings = context.config.server
-    if logging.getLogger().level > logging.INFO:
-        logging.getLogger("schoolmon").setLevel(logging.INFO)
     app = create_app(context.config, context.storage(create=True), utcnow)
     logger.info("collector serving %s", context.db)
     # The collector logs each report itself; uvicorn's access log would add a second
