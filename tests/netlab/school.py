@@ -742,18 +742,28 @@ def delivery(school: School, pc: Pc, cut_at: float, restored_at: float) -> Deliv
     )
 
 
+EDGE_SECONDS = 1.0
+
+
 def _outage_cycles(
     school: School, device: str, cut_at: float, restored_at: float
 ) -> list[bool]:
     """For each cycle of ``device`` placed wholly inside the cut: did it reach the
-    Internet?"""
+    Internet?
+
+    A sample is placed from the collector's receive time, so its place can be off by
+    the transit of the report that carried it; one second at each edge of the cut
+    keeps a cycle that ran as the link came back from counting as inside it."""
     rows = school.rows(
         "SELECT MIN(placed_at), MAX(placed_at), "
         "MAX(scope = 'internet' AND kind = 'https' AND ok = 1) FROM probe_samples "
         "WHERE device = ? GROUP BY run, cycle",
         device,
     )
-    inside = (storage_time(cut_at), storage_time(restored_at))
+    inside = (
+        storage_time(cut_at + EDGE_SECONDS),
+        storage_time(restored_at - EDGE_SECONDS),
+    )
     return [
         bool(up) for first, last, up in rows if inside[0] <= first and last < inside[1]
     ]
