@@ -1,10 +1,30 @@
-"""All SQL of the collector, on SQLite through sqlite-utils.
+"""All SQL of the collector, on SQLite (sqlite-utils) or PostgreSQL (psycopg 3).
 
-The database runs in WAL mode with ``synchronous=FULL``: a report is committed before
-the collector answers it, so an acknowledged report survives a power cut. The schema
-is created and upgraded at start through ``schema_version`` and the ordered
-``MIGRATIONS``. SQL here sticks to what PostgreSQL also speaks where that costs nothing
-(``?`` parameters, ``ON CONFLICT``), so a second backend can follow.
+``--db`` names a SQLite file or a ``postgresql://`` URL; one ``Storage`` class serves
+both. The SQL is written once, in the dialect both speak (``?`` parameters, ``ON
+CONFLICT``, ``CASE``, ``COALESCE``); ``pg.translate`` adapts it for psycopg, and the
+few places where the engines differ (JSON extraction, the schema's DDL, how a write
+transaction begins) branch on ``Storage.postgres``. Times are fixed-width ISO text on
+both (same ordering, same decoding; PostgreSQL compares text with the "C" collation,
+byte by byte, as SQLite does), flags are integers 0/1, JSON is text.
+
+On SQLite the database runs in WAL mode with ``synchronous=FULL``: a report is
+committed before the collector answers it, so an acknowledged report survives a power
+cut (PostgreSQL commits durably by default). The schema is created and upgraded at
+start through ``schema_version`` and the ordered ``MIGRATIONS`` (``PG_MIGRATIONS``
+hold the same schema in PostgreSQL's DDL).
+
+Concurrency: SQLite's ``BEGIN IMMEDIATE`` lets one write transaction run at a time,
+and the ingest code relies on it (enrollment reads then inserts, the inventory hash
+compare, ``last_seq``, the speed-test compare-and-set), as do the figures kept between
+scrapes, which read rows changed after a rowid (right only when rowids become visible
+in commit order). On PostgreSQL several collector processes may share one database,
+so every write transaction takes one global ``pg_advisory_xact_lock``
+(``pg.WRITE_LOCK``) right after ``BEGIN``: write transactions of all processes are
+serialized exactly as SQLite's writer lock serializes them, and kept short. Reads
+(each thread's own connection; ``snapshot()`` is a repeatable-read transaction) and
+the parsing and validation of requests run in parallel across processes. Migrations
+take the same lock, so collectors starting at once do not race.
 
 Rows come back as dicts: JSON columns decoded, instants as aware UTC datetimes, flags
 as bools.
@@ -23,7 +43,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlite_utils
+from schoolmon.server import pg
 from schoolmon.server.clock import from_storage, to_storage
 from schoolmon.server.clocks import USABLE_METHODS
 
@@ -97,6 +119,10 @@ SPEEDTEST_COLUMNS = (*SPEEDTEST_COLUMNS_V1, "message")
 
 # How ``clocks.place`` placed a sample (``clocks.METHODS``; added by migration 3).
 PLACEMENT_METHOD = "method"
+# What a sample's or speed test's row holds, in the table's column order (named, as
+# ``SELECT *`` would also give PostgreSQL's ``rowid`` column).
+_PROBE_ROW = ", ".join((*PROBE_COLUMNS, PLACEMENT_METHOD))
+_SPEEDTEST_ROW = ", ".join((*SPEEDTEST_COLUMNS_V1, PLACEMENT_METHOD, "message"))
 
 
 INVENTORY_FACTS = (
@@ -147,12 +173,13 @@ class ImportSummary:
 # (``clocks.USABLE_METHODS``) are left out, as the figures leave them out.
 
 _USABLE = ", ".join(f"'{method}'" for method in sorted(USABLE_METHODS))
-_CYCLE_KEY = "{p}run || '/' || COALESCE({p}cycle, 's' || {p}seq)"
+_CYCLE_KEY = "{p}run || '/' || COALESCE(CAST({p}cycle AS TEXT), 's' || {p}seq)"
 _OK_AT = (
-    "CASE WHEN {p}ok AND {p}kind = 'https' AND {p}scope = '{scope}' "
+    "CASE WHEN {p}ok = 1 AND {p}kind = 'https' AND {p}scope = '{scope}' "
     "THEN {p}placed_at END"
 )
-_VERDICT_OK = "CASE WHEN has_internet THEN internet_ok_at ELSE collector_ok_at END"
+_HAS_INTERNET = "CASE WHEN {p}scope = 'internet' THEN 1 ELSE 0 END"
+_VERDICT_OK = "CASE WHEN has_internet = 1 THEN internet_ok_at ELSE collector_ok_at END"
 
 PROBE_CYCLES_TABLE = f"""
 CREATE TABLE probe_cycles (
@@ -166,7 +193,8 @@ CREATE TABLE probe_cycles (
     first_sample INTEGER NOT NULL,
     last_sample INTEGER NOT NULL,
     verdict_at TEXT GENERATED ALWAYS AS (COALESCE({_VERDICT_OK}, first_at)) STORED,
-    reached INTEGER GENERATED ALWAYS AS ({_VERDICT_OK} IS NOT NULL) STORED,
+    reached INTEGER GENERATED ALWAYS AS (
+        CASE WHEN {_VERDICT_OK} IS NOT NULL THEN 1 ELSE 0 END) STORED,
     PRIMARY KEY (device, cycle_key)
 )"""
 
@@ -178,7 +206,7 @@ _CYCLE_COLUMNS = (
 PROBE_CYCLES_BACKFILL = f"""
 INSERT INTO probe_cycles ({_CYCLE_COLUMNS})
 SELECT device, {_CYCLE_KEY.format(p="")}, MIN(school), MIN(placed_at),
-    MAX(COALESCE(scope = 'internet', 0)),
+    MAX({_HAS_INTERNET.format(p="")}),
     MIN({_OK_AT.format(p="", scope="internet")}),
     MIN({_OK_AT.format(p="", scope="collector")}),
     MIN(rowid), MAX(rowid)
@@ -186,28 +214,40 @@ FROM probe_samples
 WHERE {PLACEMENT_METHOD} IS NULL OR {PLACEMENT_METHOD} IN ({_USABLE})
 GROUP BY device, {_CYCLE_KEY.format(p="")}"""
 
-PROBE_CYCLES_TRIGGER = f"""
-CREATE TRIGGER probe_cycles_follow_samples AFTER INSERT ON probe_samples
-WHEN NEW.{PLACEMENT_METHOD} IS NULL OR NEW.{PLACEMENT_METHOD} IN ({_USABLE})
-BEGIN
-    INSERT INTO probe_cycles ({_CYCLE_COLUMNS})
+_USABLE_SAMPLE = (
+    f"NEW.{PLACEMENT_METHOD} IS NULL OR NEW.{PLACEMENT_METHOD} IN ({_USABLE})"
+)
+
+
+def _cycle_upsert(least: str, greatest: str, old: str = "") -> str:
+    """The statement a stored sample runs on its cycle: the two-argument minimum and
+    maximum are SQLite's MIN/MAX, PostgreSQL's LEAST/GREATEST (``old``: how the
+    stored row is named in the update, which PostgreSQL wants qualified)."""
+    return f"""INSERT INTO probe_cycles ({_CYCLE_COLUMNS})
     VALUES (
         NEW.device, {_CYCLE_KEY.format(p="NEW.")}, NEW.school, NEW.placed_at,
-        COALESCE(NEW.scope = 'internet', 0),
+        {_HAS_INTERNET.format(p="NEW.")},
         {_OK_AT.format(p="NEW.", scope="internet")},
         {_OK_AT.format(p="NEW.", scope="collector")},
         NEW.rowid, NEW.rowid
     )
     ON CONFLICT (device, cycle_key) DO UPDATE SET
-        first_at = MIN(first_at, excluded.first_at),
-        has_internet = MAX(has_internet, excluded.has_internet),
+        first_at = {least}({old}first_at, excluded.first_at),
+        has_internet = {greatest}({old}has_internet, excluded.has_internet),
         internet_ok_at = COALESCE(
-            MIN(internet_ok_at, excluded.internet_ok_at),
-            internet_ok_at, excluded.internet_ok_at),
+            {least}({old}internet_ok_at, excluded.internet_ok_at),
+            {old}internet_ok_at, excluded.internet_ok_at),
         collector_ok_at = COALESCE(
-            MIN(collector_ok_at, excluded.collector_ok_at),
-            collector_ok_at, excluded.collector_ok_at),
-        last_sample = excluded.last_sample;
+            {least}({old}collector_ok_at, excluded.collector_ok_at),
+            {old}collector_ok_at, excluded.collector_ok_at),
+        last_sample = excluded.last_sample;"""
+
+
+PROBE_CYCLES_TRIGGER = f"""
+CREATE TRIGGER probe_cycles_follow_samples AFTER INSERT ON probe_samples
+WHEN {_USABLE_SAMPLE}
+BEGIN
+    {_cycle_upsert("MIN", "MAX")}
 END"""
 
 
@@ -378,8 +418,214 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: str | Path) -> sqlite_utils.Database:
-    """Open the SQLite file at ``path`` with the pragmas the collector relies on."""
+# PostgreSQL migrations --------------------------------------------------------------
+#
+# The same schema as MIGRATIONS, one entry per migration, in PostgreSQL's DDL: TEXT
+# (compared byte by byte, as SQLite does), BIGINT for integers, DOUBLE PRECISION for
+# reals, the same NOT NULLs, keys and indexes. ``probe_samples`` and ``speedtests``
+# get a real ``rowid`` column, so the SQL that reads SQLite's rowid reads it on both.
+# A later migration adds its PostgreSQL variant here, at the same position.
+
+_TEXT = 'TEXT COLLATE "C"'
+_PG_ROWID = "rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+_PG_ID = "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+
+_PG_M1_CORE = f"""
+CREATE TABLE schools (
+    code {_TEXT} PRIMARY KEY,
+    name {_TEXT} NOT NULL,
+    level {_TEXT} NOT NULL,
+    commune {_TEXT} NOT NULL,
+    has_informatics BIGINT,
+    lab_pcs_required BIGINT,
+    students BIGINT,
+    contracted_download_mbps DOUBLE PRECISION,
+    latitude DOUBLE PRECISION,
+    longitude DOUBLE PRECISION,
+    active BIGINT NOT NULL DEFAULT 1,
+    created_at {_TEXT},
+    updated_at {_TEXT} NOT NULL
+);
+CREATE TABLE enrollment_tokens (
+    hash {_TEXT} PRIMARY KEY,
+    school {_TEXT} NOT NULL REFERENCES schools (code),
+    role {_TEXT} NOT NULL,
+    created_at {_TEXT} NOT NULL,
+    revoked_at {_TEXT}
+);
+CREATE TABLE devices (
+    id {_TEXT} PRIMARY KEY,
+    school {_TEXT} NOT NULL REFERENCES schools (code),
+    role {_TEXT} NOT NULL,
+    hostname {_TEXT},
+    identity {_TEXT},
+    credential_hash {_TEXT} NOT NULL,
+    credential_revoked_at {_TEXT},
+    enrolled_at {_TEXT} NOT NULL,
+    last_seen_at {_TEXT},
+    last_skew_seconds DOUBLE PRECISION,
+    agent_version {_TEXT},
+    boot_id {_TEXT},
+    health {_TEXT}
+);
+CREATE UNIQUE INDEX idx_devices_credential_hash ON devices (credential_hash);
+CREATE INDEX idx_devices_school ON devices (school);
+CREATE TABLE inventories (
+    device {_TEXT} PRIMARY KEY REFERENCES devices (id),
+    hash {_TEXT},
+    sections {_TEXT} NOT NULL,
+    received_at {_TEXT} NOT NULL
+);
+CREATE TABLE inventory_snapshots (
+    {_PG_ID},
+    device {_TEXT} NOT NULL REFERENCES devices (id),
+    hash {_TEXT},
+    sections {_TEXT} NOT NULL,
+    received_at {_TEXT} NOT NULL
+);
+CREATE INDEX idx_inventory_snapshots_device_received_at
+    ON inventory_snapshots (device, received_at);
+CREATE TABLE probe_samples (
+    {_PG_ROWID},
+    device {_TEXT} NOT NULL REFERENCES devices (id),
+    school {_TEXT} NOT NULL,
+    run {_TEXT} NOT NULL,
+    seq BIGINT NOT NULL,
+    cycle BIGINT,
+    boot_id {_TEXT},
+    wall_time {_TEXT},
+    monotonic DOUBLE PRECISION,
+    placed_at {_TEXT} NOT NULL,
+    received_at {_TEXT} NOT NULL,
+    target {_TEXT},
+    scope {_TEXT},
+    kind {_TEXT},
+    ok BIGINT NOT NULL,
+    duration_seconds DOUBLE PRECISION,
+    reason {_TEXT},
+    detail {_TEXT}
+);
+CREATE UNIQUE INDEX idx_probe_samples_device_run_seq
+    ON probe_samples (device, run, seq);
+CREATE INDEX idx_probe_samples_school_placed_at ON probe_samples (school, placed_at);
+CREATE TABLE speedtests (
+    {_PG_ROWID},
+    device {_TEXT} NOT NULL REFERENCES devices (id),
+    school {_TEXT} NOT NULL,
+    run {_TEXT} NOT NULL,
+    seq BIGINT NOT NULL,
+    boot_id {_TEXT},
+    wall_time {_TEXT},
+    monotonic DOUBLE PRECISION,
+    placed_at {_TEXT} NOT NULL,
+    received_at {_TEXT} NOT NULL,
+    ok BIGINT NOT NULL,
+    reason {_TEXT},
+    backend {_TEXT},
+    tool {_TEXT},
+    tool_version {_TEXT},
+    server {_TEXT},
+    download_bytes_per_second DOUBLE PRECISION,
+    upload_bytes_per_second DOUBLE PRECISION,
+    latency_seconds DOUBLE PRECISION,
+    jitter_seconds DOUBLE PRECISION,
+    bytes_used BIGINT,
+    streams BIGINT,
+    started_at {_TEXT},
+    duration_seconds DOUBLE PRECISION,
+    flags {_TEXT}
+);
+CREATE UNIQUE INDEX idx_speedtests_device_run_seq ON speedtests (device, run, seq);
+CREATE INDEX idx_speedtests_school_placed_at ON speedtests (school, placed_at);
+CREATE TABLE asset_events (
+    {_PG_ID},
+    device {_TEXT} NOT NULL REFERENCES devices (id),
+    school {_TEXT} NOT NULL,
+    kind {_TEXT} NOT NULL,
+    detail {_TEXT},
+    at {_TEXT} NOT NULL
+);
+CREATE INDEX idx_asset_events_device_at ON asset_events (device, at);
+"""
+
+_PG_M2_ZONES_AND_COUNTERS = f"""
+ALTER TABLE schools ADD COLUMN timezone {_TEXT};
+CREATE TABLE counters (
+    name {_TEXT},
+    labels {_TEXT},
+    value BIGINT NOT NULL,
+    PRIMARY KEY (name, labels)
+);
+"""
+
+_PG_M3_PLACEMENT_AND_SPEEDTEST_STATE = f"""
+ALTER TABLE probe_samples ADD COLUMN {PLACEMENT_METHOD} {_TEXT};
+ALTER TABLE speedtests ADD COLUMN {PLACEMENT_METHOD} {_TEXT};
+CREATE TABLE speedtest_state (
+    school {_TEXT} PRIMARY KEY,
+    version BIGINT NOT NULL,
+    state {_TEXT} NOT NULL
+);
+"""
+
+_PG_M4_DEVICE_LAST_SEQ = "ALTER TABLE devices ADD COLUMN last_seq BIGINT;"
+
+# The trigger's function runs the statement SQLite's trigger runs, with LEAST and
+# GREATEST (which skip NULLs; the COALESCE around them keeps SQLite's result).
+_PG_M5_PROBE_CYCLES = f"""
+CREATE INDEX inventories_content ON inventories (device, hash);
+CREATE TABLE probe_cycles (
+    device {_TEXT} NOT NULL,
+    cycle_key {_TEXT} NOT NULL,
+    school {_TEXT} NOT NULL,
+    first_at {_TEXT} NOT NULL,
+    has_internet BIGINT NOT NULL,
+    internet_ok_at {_TEXT},
+    collector_ok_at {_TEXT},
+    first_sample BIGINT NOT NULL,
+    last_sample BIGINT NOT NULL,
+    verdict_at {_TEXT} GENERATED ALWAYS AS (
+        COALESCE({_VERDICT_OK}, first_at)) STORED,
+    reached BIGINT GENERATED ALWAYS AS (
+        CASE WHEN {_VERDICT_OK} IS NOT NULL THEN 1 ELSE 0 END) STORED,
+    PRIMARY KEY (device, cycle_key)
+);
+CREATE INDEX probe_cycles_school ON probe_cycles (school, verdict_at);
+CREATE INDEX probe_cycles_last_sample ON probe_cycles (last_sample);
+{PROBE_CYCLES_BACKFILL};
+CREATE FUNCTION probe_cycles_follow_samples() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    {_cycle_upsert("LEAST", "GREATEST", old="probe_cycles.")}
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER probe_cycles_follow_samples AFTER INSERT ON probe_samples
+FOR EACH ROW WHEN ({_USABLE_SAMPLE})
+EXECUTE FUNCTION probe_cycles_follow_samples();
+"""
+
+_PG_M6_SPEEDTEST_MESSAGE = f"ALTER TABLE speedtests ADD COLUMN message {_TEXT};"
+
+PG_MIGRATIONS: tuple[str, ...] = (
+    _PG_M1_CORE,
+    _PG_M2_ZONES_AND_COUNTERS,
+    _PG_M3_PLACEMENT_AND_SPEEDTEST_STATE,
+    _PG_M4_DEVICE_LAST_SEQ,
+    _PG_M5_PROBE_CYCLES,
+    _PG_M6_SPEEDTEST_MESSAGE,
+)
+
+
+Database = sqlite_utils.Database | psycopg.Connection
+"""An open database: a SQLite file through sqlite-utils, or a PostgreSQL connection."""
+
+
+def connect(path: str | Path) -> Database:
+    """Open the SQLite file at ``path`` with the pragmas the collector relies on, or
+    the PostgreSQL database a ``postgresql://`` URL names."""
+    if pg.is_url(str(path)):
+        return pg.connect(str(path))
     conn = sqlite3.connect(
         str(path), check_same_thread=False, isolation_level=None, timeout=10
     )
@@ -391,8 +637,10 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
-def reader_connection(path: str | Path) -> sqlite3.Connection:
-    """A read-only connection to the SQLite file at ``path`` (one per thread)."""
+def reader_connection(path: str | Path) -> sqlite3.Connection | psycopg.Connection:
+    """A read-only connection to the database at ``path`` (one per thread)."""
+    if pg.is_url(str(path)):
+        return pg.connect(str(path), read_only=True)
     conn = sqlite3.connect(
         str(path), check_same_thread=False, isolation_level=None, timeout=10
     )
@@ -401,23 +649,25 @@ def reader_connection(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: Database) -> int:
     """The schema version the database is at (0 when empty)."""
-    if not db["schema_version"].exists():
+    if isinstance(db, psycopg.Connection):
+        exists = db.execute("SELECT to_regclass('schema_version')").fetchone()[0]
+        if exists is None:
+            return 0
+    elif not db["schema_version"].exists():
         return 0
     row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return row[0] or 0
 
 
-def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
+def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
     """Run the migrations the database misses, each in its own transaction."""
+    if isinstance(db, psycopg.Connection):
+        return _migrate_postgres(db, target)
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     current = schema_version(db)
-    if current > SCHEMA_VERSION:
-        raise StorageError(
-            f"database schema version {current} is newer than this collector's "
-            f"({SCHEMA_VERSION}); upgrade schoolmon"
-        )
+    _check_not_newer(current)
     for number in range(current + 1, target + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -431,27 +681,92 @@ def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
     return schema_version(db)
 
 
+def _migrate_postgres(conn: psycopg.Connection, target: int) -> int:
+    """``migrate`` on PostgreSQL: each migration in its own transaction holding the
+    write lock, the version read again under it (another collector starting at the
+    same time may have run it meanwhile)."""
+    while True:
+        with _postgres_write(conn):
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            current = schema_version(conn)
+            _check_not_newer(current)
+            if current >= target:
+                return current
+            conn.execute(PG_MIGRATIONS[current])
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (%s)", [current + 1]
+            )
+        logger.info("database migrated to schema version %d", current + 1)
+
+
+@contextmanager
+def _postgres_write(conn: psycopg.Connection) -> Iterator[None]:
+    """One PostgreSQL write transaction, serialized with every other one."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [pg.WRITE_LOCK])
+        yield
+    except BaseException:
+        if not conn.broken:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _check_not_newer(current: int) -> None:
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"database schema version {current} is newer than this collector's "
+            f"({SCHEMA_VERSION}); upgrade schoolmon"
+        )
+
+
+@contextmanager
+def _sqlite_write(db: sqlite_utils.Database) -> Iterator[None]:
+    """One SQLite write transaction; ``BEGIN IMMEDIATE`` waits for the writer lock."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
 # The storage object -----------------------------------------------------------------
 
 
 class Storage:
-    """The collector's database. Thread-safe: writes go through one connection behind
-    a lock; reads outside a write transaction use a connection of their own thread,
-    so a long read (a scrape) never holds up a write (WAL lets readers and the
-    writer work at once)."""
+    """The collector's database: a SQLite file path or a ``postgresql://`` URL.
+
+    Thread-safe: writes go through one connection behind a lock; reads outside a
+    write transaction use a connection of their own thread, so a long read (a
+    scrape) never holds up a write (SQLite's WAL, PostgreSQL's MVCC). Several
+    ``Storage`` objects, in one process or many, may share one PostgreSQL database:
+    their write transactions take turns (module docstring).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path.startswith(("postgresql://", "postgres://")):
+        self.postgres = pg.is_url(self.path)
+        self.name = pg.redact(self.path) if self.postgres else self.path
+        if "://" in self.path and not self.postgres:
             raise StorageError(
-                f"database {self.path!r}: the PostgreSQL backend is not available in "
-                "this version; give a SQLite file path"
+                f"database {self.path!r}: unknown URL scheme; give a SQLite file "
+                "path or a postgresql:// URL"
             )
         try:
             self.db = connect(self.path)
+        except (sqlite3.DatabaseError, psycopg.Error) as error:
+            raise self._error(error) from error
+        try:
             migrate(self.db)
-        except (sqlite3.DatabaseError, StorageError) as error:
-            raise StorageError(f"database {self.path!r}: {error}") from error
+        except (sqlite3.DatabaseError, psycopg.Error, StorageError) as error:
+            self.db.close()
+            raise self._error(error) from error
+        self._conn = self.db if self.postgres else self.db.conn
         self._lock = threading.RLock()
         self._depth = 0
         self._writer: int | None = None
@@ -460,6 +775,11 @@ class Storage:
         self._readers_lock = threading.Lock()
         self._os_names: dict[str, tuple[str, str | None]] = {}
         self._os_names_lock = threading.Lock()
+
+    def _error(self, error: Exception) -> StorageError:
+        """``error`` in one line naming the database (never its password)."""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else error
+        return StorageError(f"database {self.name!r}: {reason}")
 
     def close(self) -> None:
         with self._lock:
@@ -480,17 +800,16 @@ class Storage:
                 finally:
                     self._depth -= 1
                 return
-            self.db.execute("BEGIN IMMEDIATE")
-            self._depth, self._writer = 1, threading.get_ident()
-            try:
-                yield self
-            except BaseException:
-                self.db.rollback()
-                raise
+            if self.postgres:
+                begin = _postgres_write(self.db)
             else:
-                self.db.commit()
-            finally:
-                self._depth, self._writer = 0, None
+                begin = _sqlite_write(self.db)
+            with begin:
+                self._depth, self._writer = 1, threading.get_ident()
+                try:
+                    yield self
+                finally:
+                    self._depth, self._writer = 0, None
 
     @contextmanager
     def snapshot(self) -> Iterator[Storage]:
@@ -500,7 +819,10 @@ class Storage:
             yield self
             return
         conn = self._reader()
-        conn.execute("BEGIN")
+        if self.postgres:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        else:
+            conn.execute("BEGIN")
         self._local.open = 1
         try:
             yield self
@@ -508,7 +830,7 @@ class Storage:
             self._local.open = 0
             conn.execute("COMMIT")
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> sqlite3.Connection | psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = reader_connection(self.path)
@@ -517,12 +839,27 @@ class Storage:
                 self._readers.append(conn)
         return conn
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run a read: inside this thread's write transaction on the writer (to see
         its own writes), else on this thread's reader."""
         if self._writer == threading.get_ident():
-            return self.db.conn.execute(sql, list(params))
-        return self._reader().execute(sql, list(params))
+            return self._execute(self._conn, sql, params)
+        return self._execute(self._reader(), sql, params)
+
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Any:
+        """A statement on ``conn``, its SQL and parameters as this backend takes them;
+        the cursor."""
+        if self.postgres:
+            return conn.execute(pg.translate(sql), list(params))
+        return conn.execute(sql, list(params))
+
+    def _execute_many(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
+        """One statement per parameter row on the writer; how many rows it changed."""
+        if not self.postgres:
+            return self._conn.executemany(sql, params).rowcount
+        cursor = self._conn.cursor()
+        cursor.executemany(pg.translate(sql), params)
+        return cursor.rowcount
 
     def _tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._read(sql, params).fetchall()
@@ -538,7 +875,7 @@ class Storage:
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self.transaction():
-            return self.db.execute(sql, list(params)).rowcount
+            return self._execute(self._conn, sql, params).rowcount
 
     # Schools ------------------------------------------------------------------------
 
@@ -738,9 +1075,10 @@ class Storage:
             for start in range(0, len(stale), 500):
                 chunk = stale[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
+                name_sql = self._json_text("sections", "os.data.name")
                 for device, content, name in self._tuples(
-                    "SELECT device, hash, json_extract(sections, "
-                    f"'$.os.data.name') FROM inventories WHERE device IN ({marks})",
+                    f"SELECT device, hash, {name_sql} "
+                    f"FROM inventories WHERE device IN ({marks})",
                     chunk,
                 ):
                     known[device] = (content, name)
@@ -781,14 +1119,15 @@ class Storage:
             [_encode_value(name, row.get(name)) for name in columns] for row in rows
         ]
         with self.transaction():
-            return self.db.conn.executemany(sql, params).rowcount
+            return self._execute_many(sql, params)
 
     def probe_samples(
         self, school: str, start: datetime, end: datetime
     ) -> list[dict[str, Any]]:
         """Samples of a school placed in ``[start, end)``, in time order."""
         return self._rows(
-            "SELECT * FROM probe_samples WHERE school = ? AND placed_at >= ? "
+            f"SELECT {_PROBE_ROW} FROM probe_samples WHERE school = ? "
+            "AND placed_at >= ? "
             "AND placed_at < ? ORDER BY placed_at, device, run, seq",
             [school, to_storage(start), to_storage(end)],
         )
@@ -803,7 +1142,7 @@ class Storage:
         if latest is None:
             return []
         return self._rows(
-            "SELECT * FROM probe_samples WHERE device = ? AND run = ? "
+            f"SELECT {_PROBE_ROW} FROM probe_samples WHERE device = ? AND run = ? "
             "AND cycle IS NOT DISTINCT FROM ? ORDER BY seq",
             [latest["device"], latest["run"], latest["cycle"]],
         )
@@ -813,7 +1152,8 @@ class Storage:
     ) -> list[dict[str, Any]]:
         """Speed tests of a school placed in ``[start, end)``, in time order."""
         return self._rows(
-            "SELECT * FROM speedtests WHERE school = ? AND placed_at >= ? "
+            f"SELECT {_SPEEDTEST_ROW} FROM speedtests WHERE school = ? "
+            "AND placed_at >= ? "
             "AND placed_at < ? ORDER BY placed_at, device, run, seq",
             [school, to_storage(start), to_storage(end)],
         )
@@ -886,7 +1226,8 @@ class Storage:
         from ``since`` on, unusable placements left out, each with its ``rowid``."""
         usable, methods = self._usable_placement()
         return self._rows(
-            "SELECT rowid, * FROM speedtests WHERE rowid > ? AND rowid <= ? "
+            f"SELECT rowid, {_SPEEDTEST_ROW} FROM speedtests WHERE rowid > ? "
+            "AND rowid <= ? "
             f"AND placed_at >= ?{usable} ORDER BY rowid",
             [after, until, to_storage(since), *methods],
         )
@@ -899,7 +1240,8 @@ class Storage:
         scope, params = self._school_scope(school)
         usable, methods = self._usable_placement()
         return self._rows(
-            f"SELECT * FROM speedtests WHERE {scope} AND placed_at >= ? "
+            f"SELECT {_SPEEDTEST_ROW} FROM speedtests WHERE {scope} "
+            "AND placed_at >= ? "
             f"AND placed_at < ?{usable} ORDER BY placed_at, device, run, seq",
             [*params, to_storage(start), to_storage(end), *methods],
         )
@@ -913,7 +1255,7 @@ class Storage:
         """
         scope, params = self._school_scope(school, column="d.school")
         sql = (
-            f"SELECT i.device, json_extract(i.sections, {_FACT_PATHS}) "
+            f"SELECT i.device, {self._facts('i.sections')} "
             f"FROM inventories i JOIN devices d ON d.id = i.device WHERE {scope}"
         )
         return _facts_by_device(self._tuples(sql, params))
@@ -925,11 +1267,28 @@ class Storage:
             chunk = list(devices[start : start + 500])
             marks = ", ".join("?" for _ in chunk)
             sql = (
-                f"SELECT device, json_extract(sections, {_FACT_PATHS}) "
+                f"SELECT device, {self._facts('sections')} "
                 f"FROM inventories WHERE device IN ({marks})"
             )
             facts |= _facts_by_device(self._tuples(sql, chunk))
         return facts
+
+    def _facts(self, column: str) -> str:
+        """SQL giving the ``INVENTORY_FACTS`` of the JSON text ``column`` as the text
+        of a JSON array (null where a fact is missing), parsed once per row."""
+        if not self.postgres:
+            return f"json_extract({column}, {_FACT_PATHS})"
+        paths = ", ".join(f"j #> '{{{s},data,{f}}}'" for s, f in INVENTORY_FACTS)
+        return (
+            f"(SELECT json_build_array({paths})::text "
+            f"FROM (SELECT {column}::json AS j) AS v)"
+        )
+
+    def _json_text(self, column: str, path: str) -> str:
+        """SQL giving the text at the dotted ``path`` of the JSON text ``column``."""
+        if not self.postgres:
+            return f"json_extract({column}, '$.{path}')"
+        return f"({column}::json #>> '{{{path.replace('.', ',')}}}')"
 
     def asset_event_counts_between(
         self, start: datetime, end: datetime
@@ -981,9 +1340,9 @@ class Storage:
         ``conflict_reported`` is 1 once an identity_conflict event names the device.
         """
         return self._rows(
-            "SELECT d.id, d.school, d.identity, EXISTS (SELECT 1 FROM asset_events e "
-            "WHERE e.device = d.id AND e.kind = 'identity_conflict') "
-            "AS conflict_reported FROM devices d ORDER BY d.id"
+            "SELECT d.id, d.school, d.identity, CASE WHEN EXISTS (SELECT 1 FROM "
+            "asset_events e WHERE e.device = d.id AND e.kind = 'identity_conflict') "
+            "THEN 1 ELSE 0 END AS conflict_reported FROM devices d ORDER BY d.id"
         )
 
     def speedtest_state(self, school: str) -> dict[str, Any] | None:
@@ -1032,7 +1391,7 @@ class Storage:
         if not params:
             return
         with self.transaction():
-            self.db.conn.executemany(
+            self._execute_many(
                 "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
                 "ON CONFLICT (name, labels) DO UPDATE "
                 "SET value = counters.value + excluded.value",

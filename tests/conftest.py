@@ -1,5 +1,6 @@
-"""Fixtures shared by the test suites: a movable clock, a real SQLite file, an app
-built around them, and that app served by uvicorn on a loopback port."""
+"""Fixtures shared by the test suites: a movable clock, a real database (a SQLite
+file, or a PostgreSQL database for modules marked ``databases``), an app built around
+them, and that app served by uvicorn on a loopback port."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest_plugins = ["tests.support.postgres"]
 
 # Tuesday 1 December 2026, 09:00 in Asia/Ho_Chi_Minh: a school day, in session.
 SCHOOL_MORNING = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -62,12 +65,37 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "schoolmon.sqlite3"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of a module marked ``databases("sqlite", "postgresql")`` that use a
+    database run once per backend named."""
+    marker = metafunc.definition.get_closest_marker("databases")
+    if marker is not None and "db_target" in metafunc.fixturenames:
+        postgres = pytest.mark.postgres
+        backends = [
+            pytest.param(name, marks=postgres) if name == "postgresql" else name
+            for name in marker.args
+        ]
+        metafunc.parametrize("db_target", backends, indirect=True)
+
+
 @pytest.fixture
-def storage(db_path: Path) -> Iterator[Any]:
-    """A real SQLite database in a temporary directory."""
+def db_target(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """What ``Storage`` opens: the SQLite file ``db_path`` or, for the
+    ``postgresql`` parameter, a fresh PostgreSQL database's URL."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    if backend != "sqlite":
+        raise ValueError(f"unknown database backend {backend!r}")
+    return str(db_path)
+
+
+@pytest.fixture
+def storage(db_target: str) -> Iterator[Any]:
+    """A real database: a SQLite file in a temporary directory (or PostgreSQL)."""
     from schoolmon.server.storage import Storage
 
-    storage = Storage(db_path)
+    storage = Storage(db_target)
     yield storage
     storage.close()
 

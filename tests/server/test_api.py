@@ -21,6 +21,8 @@ from tests.support.collector import (
     report_json,
 )
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 UNICODE_PROGRAMS = [
     "Bộ gõ tiếng Việt Unikey 4.3",
     "Phần mềm quản lý thư viện",

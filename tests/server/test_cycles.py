@@ -13,6 +13,8 @@ from schoolmon.server.clock import to_storage
 from schoolmon.server.figures import computed_figures, school_figures
 from schoolmon.server.storage import SCHEMA_VERSION, Storage, schema_version
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 SCHEMA_4 = (
     "ALTER TABLE speedtests DROP COLUMN message",
     "DROP INDEX inventories_content",

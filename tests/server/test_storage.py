@@ -1,8 +1,10 @@
-"""The database: pragmas, migrations, idempotent inserts, counters."""
+"""The database: pragmas, migrations, idempotent inserts, counters; on SQLite and,
+where a test takes ``db_target``, on PostgreSQL too."""
 
 from __future__ import annotations
 
-import sqlite3
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,21 +17,31 @@ from schoolmon.server.storage import (
     schema_version,
 )
 
+from tests.support.databases import table_names
 
-def test_new_database_is_durable_wal_at_the_latest_schema(storage):
-    """WAL, synchronous FULL, a busy timeout, foreign keys, latest schema version."""
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
+
+def test_new_sqlite_database_is_durable_wal(db_path: Path):
+    """WAL, synchronous FULL, a busy timeout, foreign keys (SQLite's pragmas)."""
+    storage = Storage(db_path)
     pragma = {
         name: storage.db.execute(f"PRAGMA {name}").fetchone()[0]
         for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
     }
+    storage.close()
 
-    assert (pragma, schema_version(storage.db), sorted(storage.db.table_names())) == (
-        {
-            "journal_mode": "wal",
-            "synchronous": 2,
-            "busy_timeout": 10000,
-            "foreign_keys": 1,
-        },
+    assert pragma == {
+        "journal_mode": "wal",
+        "synchronous": 2,
+        "busy_timeout": 10000,
+        "foreign_keys": 1,
+    }
+
+
+def test_new_database_is_at_the_latest_schema(storage):
+    """A new database has every table, at the latest schema version."""
+    assert (schema_version(storage.db), table_names(storage)) == (
         SCHEMA_VERSION,
         [
             "asset_events",
@@ -82,30 +94,46 @@ def test_database_one_version_behind_is_migrated_keeping_its_data(db_path: Path)
     storage.close()
 
 
-def test_database_from_a_newer_collector_is_refused(db_path: Path):
+def test_database_from_a_newer_collector_is_refused(db_target: str):
     """A schema newer than this code is an error, not a silent downgrade."""
-    db = connect(db_path)
+    db = connect(db_target)
     migrate(db)
-    db.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION + 1])
+    db.execute(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})")
     db.close()
 
     with pytest.raises(StorageError) as error:
-        Storage(db_path)
+        Storage(db_target)
 
     assert str(error.value) == (
-        f"database {str(db_path)!r}: database schema version {SCHEMA_VERSION + 1} is "
+        f"database {db_target!r}: database schema version {SCHEMA_VERSION + 1} is "
         f"newer than this collector's ({SCHEMA_VERSION}); upgrade schoolmon"
     )
 
 
-def test_postgresql_url_is_refused_clearly():
-    """The PostgreSQL backend is not in this version; the message says so."""
+def test_unreachable_postgresql_is_one_line_without_the_password():
+    """A server that does not answer: one line naming the URL, password hidden."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
     with pytest.raises(StorageError) as error:
-        Storage("postgresql://schoolmon@localhost/schoolmon")
+        Storage(f"postgresql://schoolmon:s3cret@127.0.0.1:{port}/schoolmon")
 
     assert str(error.value) == (
-        "database 'postgresql://schoolmon@localhost/schoolmon': the PostgreSQL "
-        "backend is not available in this version; give a SQLite file path"
+        f"database 'postgresql://schoolmon:***@127.0.0.1:{port}/schoolmon': "
+        f'connection failed: connection to server at "127.0.0.1", port {port} '
+        "failed: Connection refused"
+    )
+
+
+def test_unknown_url_scheme_is_refused_clearly():
+    """Only SQLite paths and postgresql:// URLs are databases; the message says so."""
+    with pytest.raises(StorageError) as error:
+        Storage("mysql://schoolmon@localhost/schoolmon")
+
+    assert str(error.value) == (
+        "database 'mysql://schoolmon@localhost/schoolmon': unknown URL scheme; give "
+        "a SQLite file path or a postgresql:// URL"
     )
 
 
@@ -118,26 +146,53 @@ def test_failed_transaction_leaves_nothing_behind(registered, clock):
     assert registered.enrollment_token("hash-1") is None
 
 
-def test_committed_write_is_seen_by_another_connection(registered, clock, db_path):
+def test_committed_write_is_seen_by_another_connection(registered, clock, db_target):
     """What a write committed is on disk for any other reader at once."""
     registered.add_enrollment_token("hash-2", "C02", "office", clock())
 
-    other = sqlite3.connect(db_path)
+    other = connect(db_target)
     row = other.execute("SELECT hash, school, role FROM enrollment_tokens").fetchall()
     other.close()
 
     assert row == [("hash-2", "C02", "office")]
 
 
-def test_counters_add_up_and_survive_reopening(registered, db_path):
+def test_counters_add_up_and_survive_reopening(registered, db_target):
     """Counters are stored sums, kept when the database is opened again."""
     registered.bump_counters([("reports_received", {"result": "accepted"}, 2)])
     registered.bump_counters([("reports_received", {"result": "accepted"}, 3)])
     registered.close()
 
-    reopened = Storage(db_path)
+    reopened = Storage(db_target)
 
     assert reopened.counters() == [
         {"name": "reports_received", "labels": {"result": "accepted"}, "value": 5}
     ]
     reopened.close()
+
+
+def test_two_storages_bumping_at_once_lose_no_increment(storage, db_target):
+    """Two Storage objects on one database, each bumping from its own threads, add
+    up to every increment: their write transactions take turns."""
+    other = Storage(db_target)
+    increments = [("reports_received", {"result": "accepted"}, 1)]
+
+    def bump(target: Storage) -> None:
+        for _ in range(100):
+            target.bump_counters(increments)
+            with target.transaction():
+                target.bump_counters(increments)
+
+    threads = [
+        threading.Thread(target=bump, args=(target,))
+        for target in (storage, other, storage, other)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.close()
+
+    assert storage.counters() == [
+        {"name": "reports_received", "labels": {"result": "accepted"}, "value": 800}
+    ]

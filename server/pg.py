@@ -1,0 +1,63 @@
+"""PostgreSQL connections for the collector's storage, through psycopg 3.
+
+``storage.py`` writes its SQL once, in the dialect SQLite and PostgreSQL share
+(``?`` parameters, ``ON CONFLICT``); ``translate`` turns it into psycopg's (``%s``
+parameters, a literal ``%`` doubled, SQLite's ``INDEXED BY`` hints dropped). Values
+go in as SQLite stores them: a bool as the integer 0 or 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.adapt import Dumper
+
+SCHEMES = ("postgresql://", "postgres://")
+WRITE_LOCK = 0x5C4001
+"""The ``pg_advisory_xact_lock`` key every write transaction (and each migration)
+holds: one writer at a time across all collector processes, as SQLite's lock."""
+
+_INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
+_INT8 = psycopg.adapters.types["int8"].oid
+
+
+def is_url(target: str) -> bool:
+    """True when ``target`` names a PostgreSQL database rather than a SQLite file."""
+    return target.startswith(SCHEMES)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+class _BoolAsInteger(Dumper):
+    """Flags are INTEGER columns on both backends: True goes in as 1."""
+
+    oid = _INT8
+
+    def dump(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def connect(url: str, read_only: bool = False) -> psycopg.Connection:
+    """A connection in autocommit mode (transactions are begun explicitly)."""
+    conn = psycopg.connect(url, autocommit=True)
+    conn.adapters.register_dumper(bool, _BoolAsInteger)
+    if read_only:
+        conn.execute("SET default_transaction_read_only = on")
+    return conn
+
+
+@functools.lru_cache(maxsize=512)
+def translate(sql: str) -> str:
+    """SQLite-flavoured SQL of ``storage.py`` as psycopg takes it."""
+    return _INDEXED_BY.sub("", sql).replace("%", "%%").replace("?", "%s")
