@@ -56,7 +56,8 @@ class Context:
 
     def storage(self, create: bool = False) -> Storage:
         """The database; only a command that may start one (``create``) makes the
-        file, and missing folders only on the default path."""
+        file, and missing folders only on the default path. A URL goes to Storage as
+        it is (postgresql://; any other scheme is refused there in one line)."""
         if self._storage is None:
             try:
                 if "://" not in self.db:
@@ -153,8 +154,9 @@ def serve(context: Context, host: str | None, port: int | None) -> None:
     from schoolmon.server.api import create_app
 
     settings = context.config.server
-    app = create_app(context.config, context.storage(create=True), utcnow)
-    logger.info("collector serving %s", context.db)
+    storage = context.storage(create=True)
+    app = create_app(context.config, storage, utcnow)
+    logger.info("collector serving %s", storage.name)
     # The collector logs each report itself; uvicorn's access log would add a second
     # line per request (agents probe /healthz every cycle) for nothing.
     uvicorn.run(
@@ -334,7 +336,10 @@ def report(
 
 @main.command()
 @click.option("--url", help="Collector base URL (instead of reading the database).")
-@click.option("--db", help="SQLite file (or SCHOOLMON_DB, or from the configuration).")
+@click.option(
+    "--db",
+    help="SQLite file or postgresql:// URL (or SCHOOLMON_DB, or the configuration).",
+)
 @click.option("--config", "config_path", type=click.Path(), help="Collector TOML file.")
 @click.option("--school", "code", help="Show this school and its devices.")
 @click.option("--at", "at", help="Figures as of this instant, ISO 8601 (with --db).")

@@ -35,6 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+import psycopg
 import requests
 from schoolmon.server.clock import utcnow
 from schoolmon.server.config import LEVELS
@@ -1234,7 +1235,7 @@ def tokens_from_db(
 
     The tokens are made as ``schoolmon-server schools token`` makes them (a random
     secret stored as its hash), all in one write transaction, so a collector may
-    keep serving the same SQLite file meanwhile. A school the registry does not hold
+    keep serving the same database meanwhile. A school the registry does not hold
     as active gets no token and a warning.
     """
     if "://" not in str(db) and not Path(db).is_file():
@@ -1248,8 +1249,8 @@ def tokens_from_db(
         raise SimulationError(str(exc)) from exc
     try:
         return _create_tokens(storage, schools, clock())
-    except sqlite3.Error as exc:
-        raise SimulationError(f"database {str(db)!r}: {exc}") from exc
+    except (sqlite3.Error, psycopg.Error) as exc:
+        raise SimulationError(f"database {storage.name!r}: {exc}") from exc
     finally:
         storage.close()
 

@@ -1,16 +1,21 @@
-"""schoolmon-server's command line: registry import, tokens, list, serve."""
+"""schoolmon-server's command line: registry import, tokens, list, serve (on SQLite
+and, where a test takes ``db_target``, on PostgreSQL)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 from schoolmon.server.auth import hash_secret
 from schoolmon.server.cli import main
 from schoolmon.server.storage import Storage
 
 from tests.support.collector import collector_process
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "registry"
 
@@ -19,19 +24,19 @@ def run(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-def test_import_then_list_then_token(db_path: Path):
+def test_import_then_list_then_token(db_target: str):
     """Import prints a summary, list shows the schools, token prints only a token."""
     imported = run(
         "schools",
         "import",
         str(FIXTURES / "excel_bom_semicolon_crlf.csv"),
         "--db",
-        str(db_path),
+        db_target,
     )
-    listed = run("schools", "list", "--db", str(db_path))
-    token = run("schools", "token", "C02", "--role", "office", "--db", str(db_path))
+    listed = run("schools", "list", "--db", db_target)
+    token = run("schools", "token", "C02", "--role", "office", "--db", db_target)
 
-    storage = Storage(db_path)
+    storage = Storage(db_target)
     stored = storage.enrollment_token(hash_secret(token.stdout.strip()))
     storage.close()
     assert (
@@ -106,20 +111,26 @@ def test_reimport_reports_the_removed_school(db_path: Path):
 
 
 def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(db_path: Path, tmp_path):
-    """Unknown school, bad config, PostgreSQL URL: one clear line each."""
+    """Unknown school, bad config, unreachable PostgreSQL, unknown URL scheme: one
+    clear line each."""
     config = tmp_path / "bad.toml"
     config.write_text("[server]\nprot = 1\n", encoding="utf-8")
     Storage(db_path).close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    unreachable = f"postgresql://schoolmon:s3cret@127.0.0.1:{port}/schoolmon"
 
     results = [
         run("schools", "token", "C99", "--db", str(db_path)),
         run("schools", "list", "--db", str(db_path), "--config", str(config)),
-        run("schools", "list", "--db", "postgresql://localhost/schoolmon"),
+        run("schools", "list", "--db", unreachable),
+        run("schools", "list", "--db", "sqlite:///var/lib/schoolmon.sqlite3"),
         run("schools", "token", "C01", "--role", "admin", "--db", str(db_path)),
     ]
 
-    assert [(r.exit_code, r.stderr.count("\n"), r.stderr) for r in results[:3]] + [
-        results[3].exit_code
+    assert [(r.exit_code, r.stderr.count("\n"), r.stderr) for r in results[:4]] + [
+        results[4].exit_code
     ] == [
         (1, 1, "Error: school 'C99' is not in the registry; see 'schools list'\n"),
         (
@@ -132,28 +143,35 @@ def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(db_path: Path, tmp_
         (
             1,
             1,
-            "Error: database 'postgresql://localhost/schoolmon': the PostgreSQL "
-            "backend is not available in this version; give a SQLite file path\n",
+            f"Error: database 'postgresql://schoolmon:***@127.0.0.1:{port}/schoolmon': "
+            f'connection failed: connection to server at "127.0.0.1", port {port} '
+            "failed: Connection refused\n",
+        ),
+        (
+            1,
+            1,
+            "Error: database 'sqlite:///var/lib/schoolmon.sqlite3': unknown URL "
+            "scheme; give a SQLite file path or a postgresql:// URL\n",
         ),
         2,
     ]
 
 
-def test_serve_runs_a_collector_process_that_answers(db_path: Path, tmp_path: Path):
+def test_serve_runs_a_collector_process_that_answers(db_target: str):
     """python -m schoolmon.server serve answers, stops, and keeps its counts."""
     run(
         "schools",
         "import",
         str(FIXTURES / "reimport_original.csv"),
         "--db",
-        str(db_path),
+        db_target,
     )
 
-    with collector_process(db_path) as (url, process):
+    with collector_process(db_target) as (url, process):
         health = httpx.get(f"{url}/healthz").json()
         metrics = httpx.get(f"{url}/metrics").text
 
-    storage = Storage(db_path)
+    storage = Storage(db_target)
     scrapes = [
         row["value"]
         for row in storage.counters()
