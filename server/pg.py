@@ -3,7 +3,9 @@
 ``storage.py`` writes its SQL once, in the dialect SQLite and PostgreSQL share
 (``?`` parameters, ``ON CONFLICT``); ``translate`` turns it into psycopg's (``%s``
 parameters, a literal ``%`` doubled, SQLite's ``INDEXED BY`` hints dropped). Values
-go in as SQLite stores them: a bool as the integer 0 or 1.
+go in as SQLite stores them: a bool as the integer 0 or 1. PostgreSQL's text cannot
+hold the character NUL, which SQLite's can and an agent may send: it is stored as
+U+FFFD (the replacement character), in text columns as inside JSON (``json_of``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper
+from psycopg.types.string import StrDumperUnknown
 
 SCHEMES = ("postgresql://", "postgres://")
 WRITE_LOCK = 0x5C4001
@@ -48,13 +51,28 @@ class _BoolAsInteger(Dumper):
         return b"1" if obj else b"0"
 
 
+class _TextWithoutNul(StrDumperUnknown):
+    """Text as psycopg sends it, NUL replaced (PostgreSQL refuses it in text)."""
+
+    def dump(self, obj: str) -> bytes:
+        return super().dump(obj.replace("\x00", "\ufffd"))
+
+
 def connect(url: str, read_only: bool = False) -> psycopg.Connection:
     """A connection in autocommit mode (transactions are begun explicitly)."""
     conn = psycopg.connect(url, autocommit=True)
     conn.adapters.register_dumper(bool, _BoolAsInteger)
+    conn.adapters.register_dumper(str, _TextWithoutNul)
     if read_only:
         conn.execute("SET default_transaction_read_only = on")
     return conn
+
+
+def json_of(column: str) -> str:
+    """SQL reading the JSON text ``column`` as ``json`` (not ``jsonb``: its numbers
+    and key order stay as stored). PostgreSQL cannot decode the escape ``\\u0000``,
+    which SQLite can and an inventory may hold, so it reads as U+FFFD."""
+    return rf"replace({column}, '\u0000', '\ufffd')::json"
 
 
 @functools.lru_cache(maxsize=512)

@@ -1275,20 +1275,20 @@ class Storage:
 
     def _facts(self, column: str) -> str:
         """SQL giving the ``INVENTORY_FACTS`` of the JSON text ``column`` as the text
-        of a JSON array (null where a fact is missing), parsed once per row."""
+        of a JSON array (null where a fact is missing), each fact's JSON as stored."""
         if not self.postgres:
             return f"json_extract({column}, {_FACT_PATHS})"
         paths = ", ".join(f"j #> '{{{s},data,{f}}}'" for s, f in INVENTORY_FACTS)
         return (
             f"(SELECT json_build_array({paths})::text "
-            f"FROM (SELECT {column}::json AS j) AS v)"
+            f"FROM (SELECT {pg.json_of(column)} AS j) AS v)"
         )
 
     def _json_text(self, column: str, path: str) -> str:
         """SQL giving the text at the dotted ``path`` of the JSON text ``column``."""
         if not self.postgres:
             return f"json_extract({column}, '$.{path}')"
-        return f"({column}::json #>> '{{{path.replace('.', ',')}}}')"
+        return f"({pg.json_of(column)} #>> '{{{path.replace('.', ',')}}}')"
 
     def asset_event_counts_between(
         self, start: datetime, end: datetime

@@ -196,3 +196,72 @@ def test_two_storages_bumping_at_once_lose_no_increment(storage, db_target):
     assert storage.counters() == [
         {"name": "reports_received", "labels": {"result": "accepted"}, "value": 800}
     ]
+
+
+def test_inventory_facts_and_os_names_are_read_from_the_stored_json(storage, clock):
+    """The figures' inventory fields come out as stored (nested lists, JSON nulls,
+    Vietnamese text, a NUL character elsewhere in the inventory); missing fields
+    are left out."""
+    storage.import_schools(
+        [{"code": "C01", "name": "A", "level": "x", "commune": "y"}], clock()
+    )
+    sections = {
+        "os": {"data": {"name": "Windows 10 Pro – Tiếng Việt", "build": None}},
+        "memory": {"data": {"installed_bytes": 8589934592, "usable_bytes": 8.5e9}},
+        "disks": {"data": {"physical": [{"model": "KINGSTON", "bytes": 256}]}},
+        "software": {"data": {"programs": [{"name": "odd\u0000name"}]}},
+    }
+    for device in ("d_1", "d_2"):
+        storage.add_device(
+            {
+                "id": device,
+                "school": "C01",
+                "role": "lab",
+                "credential_hash": device,
+                "enrolled_at": clock(),
+            }
+        )
+    storage.save_inventory("d_1", "h1", sections, clock(), snapshot=False)
+
+    assert (
+        storage.inventory_facts("C01"),
+        storage.inventory_facts_of(["d_1", "d_2"]),
+        storage.device_os_names(),
+    ) == (
+        {
+            "d_1": {
+                "os": {"name": "Windows 10 Pro – Tiếng Việt"},
+                "memory": {"installed_bytes": 8589934592, "usable_bytes": 8.5e9},
+                "disks": {"physical": [{"model": "KINGSTON", "bytes": 256}]},
+            }
+        },
+        {
+            "d_1": {
+                "os": {"name": "Windows 10 Pro – Tiếng Việt"},
+                "memory": {"installed_bytes": 8589934592, "usable_bytes": 8.5e9},
+                "disks": {"physical": [{"model": "KINGSTON", "bytes": 256}]},
+            }
+        },
+        {"d_1": "Windows 10 Pro – Tiếng Việt"},
+    )
+
+
+def test_nul_in_text_is_stored_where_the_backend_can_hold_it(storage, clock):
+    """SQLite keeps a NUL character in text; PostgreSQL cannot hold one and stores
+    U+FFFD in its place instead of refusing the row."""
+    storage.import_schools(
+        [{"code": "C01", "name": "A", "level": "x", "commune": "y"}], clock()
+    )
+    storage.add_device(
+        {
+            "id": "d_1",
+            "school": "C01",
+            "role": "lab",
+            "hostname": "LAB\x00PC",
+            "credential_hash": "h",
+            "enrolled_at": clock(),
+        }
+    )
+
+    expected = "LAB\ufffdPC" if storage.postgres else "LAB\x00PC"
+    assert storage.device("d_1")["hostname"] == expected
