@@ -144,6 +144,8 @@ def test_duplicates_and_unplaced_samples_leave_cycles_alone(registered, clock):
     )
 
 
+# SQLite only: SCHEMA_4 takes the file back with SQLite's DDL; the same upgrade on
+# PostgreSQL is test_storage_postgres.py's.
 def test_migration_fills_the_table_from_stored_samples(db_path: Path, clock):
     """A database at schema 4 gets the verdict of every stored cycle, the same rows
     the trigger gives when the samples arrive afterwards."""
