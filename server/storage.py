@@ -771,7 +771,7 @@ class Storage:
         self._depth = 0
         self._writer: int | None = None
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: dict[threading.Thread, Any] = {}
         self._readers_lock = threading.Lock()
         self._os_names: dict[str, tuple[str, str | None]] = {}
         self._os_names_lock = threading.Lock()
@@ -785,7 +785,7 @@ class Storage:
         with self._lock:
             self.db.close()
         with self._readers_lock:
-            for conn in self._readers:
+            for conn in self._readers.values():
                 conn.close()
             self._readers.clear()
 
@@ -831,12 +831,17 @@ class Storage:
             conn.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection | psycopg.Connection:
+        """This thread's read connection; opening one closes those of threads that
+        ended (a server's worker threads come and go; PostgreSQL's connections are
+        counted)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = reader_connection(self.path)
             self._local.conn = conn
             with self._readers_lock:
-                self._readers.append(conn)
+                for thread in [t for t in self._readers if not t.is_alive()]:
+                    self._readers.pop(thread).close()
+                self._readers[threading.current_thread()] = conn
         return conn
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> Any:

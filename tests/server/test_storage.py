@@ -265,3 +265,14 @@ def test_nul_in_text_is_stored_where_the_backend_can_hold_it(storage, clock):
 
     expected = "LAB\ufffdPC" if storage.postgres else "LAB\x00PC"
     assert storage.device("d_1")["hostname"] == expected
+
+
+def test_read_connections_of_ended_threads_are_closed(registered):
+    """A server's worker threads come and go: only the latest ended thread's read
+    connection stays open, not one per thread that ever read."""
+    for _ in range(5):
+        thread = threading.Thread(target=registered.schools)
+        thread.start()
+        thread.join()
+
+    assert len(registered._readers) == 1
