@@ -69,10 +69,12 @@ def connect(url: str, read_only: bool = False) -> psycopg.Connection:
 
 
 def json_of(column: str) -> str:
-    """SQL reading the JSON text ``column`` as ``json`` (not ``jsonb``: its numbers
-    and key order stay as stored). PostgreSQL cannot decode the escape ``\\u0000``,
-    which SQLite can and an inventory may hold, so it reads as U+FFFD."""
-    return rf"replace({column}, '\u0000', '\ufffd')::json"
+    """SQL reading the JSON text ``column`` as ``jsonb``: parsed once, then each path
+    is a cheap lookup (``json`` would parse the whole text again for every path). Its
+    values decode as stored, but for a float written with an exponent (``1e+16``),
+    which comes back as the integer it equals. PostgreSQL cannot decode the escape
+    ``\\u0000``, which SQLite can and an inventory may hold: it reads as U+FFFD."""
+    return rf"replace({column}, '\u0000', '\ufffd')::jsonb"
 
 
 @functools.lru_cache(maxsize=512)
