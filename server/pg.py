@@ -24,6 +24,7 @@ WRITE_LOCK = 0x5C4001
 holds: one writer at a time across all collector processes, as SQLite's lock."""
 
 _INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
+_PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&#]*")
 _INT8 = psycopg.adapters.types["int8"].oid
 
 
@@ -33,7 +34,9 @@ def is_url(target: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for messages."""
+    """``url`` with its password (in the user part or a ``password=`` parameter)
+    replaced by ``***``, for messages."""
+    url = _PASSWORD_PARAMETER.sub("***", url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -694,6 +694,11 @@ def _migrate_postgres(conn: psycopg.Connection, target: int) -> int:
             _check_not_newer(current)
             if current >= target:
                 return current
+            if current >= len(PG_MIGRATIONS):
+                raise StorageError(
+                    f"schema version {current + 1} has no PostgreSQL migration in "
+                    "this collector (PG_MIGRATIONS); use a SQLite file"
+                )
             conn.execute(PG_MIGRATIONS[current])
             conn.execute(
                 "INSERT INTO schema_version (version) VALUES (%s)", [current + 1]
@@ -778,7 +783,8 @@ class Storage:
 
     def _error(self, error: Exception) -> StorageError:
         """``error`` in one line naming the database (never its password)."""
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else error
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
         return StorageError(f"database {self.name!r}: {reason}")
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from schoolmon.server.pg import redact
 from schoolmon.server.storage import (
     SCHEMA_VERSION,
     Storage,
@@ -276,3 +277,20 @@ def test_read_connections_of_ended_threads_are_closed(registered):
         thread.join()
 
     assert len(registered._readers) == 1
+
+
+def test_database_urls_are_named_without_their_password():
+    """Messages and logs name a PostgreSQL URL with its password hidden, wherever
+    the URL carries it."""
+    assert [
+        redact(url)
+        for url in (
+            "postgresql://schoolmon:s3cret@db.district.lan:5432/schoolmon",
+            "postgres://db.district.lan/schoolmon?sslmode=require&password=s3cret",
+            "postgresql://schoolmon@db.district.lan/schoolmon",
+        )
+    ] == [
+        "postgresql://schoolmon:***@db.district.lan:5432/schoolmon",
+        "postgres://db.district.lan/schoolmon?sslmode=require&password=***",
+        "postgresql://schoolmon@db.district.lan/schoolmon",
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from schoolmon.server.storage import (
+    PG_MIGRATIONS,
     SCHEMA_VERSION,
     Storage,
     connect,
@@ -54,6 +55,11 @@ COLUMNS = {
 def versions(db) -> list[int]:
     rows = db.execute("SELECT version FROM schema_version ORDER BY version")
     return [row[0] for row in rows.fetchall()]
+
+
+def test_every_migration_has_its_postgresql_variant():
+    """A migration added to MIGRATIONS needs its DDL in PG_MIGRATIONS too."""
+    assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 
 
 def test_new_database_migrates_to_the_latest_version_once(postgres_url: str):
