@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +367,71 @@ def _m6_speedtest_message(db: sqlite_utils.Database) -> None:
     db["speedtests"].add_column("message", str)
 
 
+# Retention (migration 8; renumber by moving its place in MIGRATIONS) ---------------
+#
+# Raw probe samples older than the retention window are deleted in batches, and the
+# probe cycles of that old time are rolled up into ``probe_runs``: one row per run
+# of consecutive cycles of a device with the same verdict whose spacing stays within
+# the verdict coverage the run was built with (``coverage_seconds``). A verdict
+# covers its coverage or until the device's next one, so such a run covers exactly
+# ``[first_at, last_at + coverage)`` (cut by the device's next verdict), as its
+# cycles did. ``probe_cycles`` reads the runs back as verdicts spaced one second
+# under that coverage (``RUN_POINT_MARGIN``): their spans meet exactly, so the
+# timeline, the uptime, the outages and the connected verdict of any period come
+# out as before the roll-up (for a reader whose coverage is at least the run's).
+
+RUN_POINT_MARGIN = timedelta(seconds=1)
+
+PROBE_RUNS_TABLE = """
+CREATE TABLE probe_runs (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    school TEXT NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    reached INTEGER NOT NULL,
+    cycles INTEGER NOT NULL,
+    coverage_seconds REAL NOT NULL
+)"""
+
+# SQLite-specific (rowid): one batch of a school's old samples, never the newest
+# sample of all (readers follow samples by rowid; SQLite reuses a rowid above the
+# largest left).
+PRUNE_PROBE_SAMPLES = (
+    "DELETE FROM probe_samples WHERE rowid IN (SELECT rowid FROM probe_samples "
+    "WHERE school = ? AND placed_at < ? AND rowid < ? LIMIT ?)"
+)
+NEWEST_PROBE_SAMPLE = "SELECT MAX(rowid) FROM probe_samples"
+
+
+def _m8_probe_runs(db: sqlite_utils.Database) -> None:
+    """Rolled-up probe cycles older than the retention window (see above)."""
+    db.execute(PROBE_RUNS_TABLE)
+    db.execute("CREATE INDEX probe_runs_last ON probe_runs (last_at)")
+    db.execute("CREATE INDEX probe_runs_device ON probe_runs (device, last_at)")
+
+
+def run_points(
+    first: datetime,
+    last: datetime,
+    coverage: float,
+    start: datetime,
+    end: datetime | None,
+) -> list[datetime]:
+    """The verdict instants a run reads back as within ``[start, end)``: from
+    ``first`` every coverage less ``RUN_POINT_MARGIN``, and ``last``."""
+    step = max(timedelta(seconds=coverage) - RUN_POINT_MARGIN, RUN_POINT_MARGIN)
+    skip = max(0, -((first - start) // step)) if start > first else 0
+    points = []
+    at = first + skip * step
+    while at < last and (end is None or at < end):
+        points.append(at)
+        at += step
+    if last >= start and (end is None or last < end):
+        points.append(last)
+    return points
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
@@ -374,6 +439,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m4_device_last_seq,
     _m5_probe_cycles,
     _m6_speedtest_message,
+    _m8_probe_runs,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -832,12 +898,14 @@ class Storage:
         scope, params = self._school_scope(school)
         until = "" if end is None else " AND verdict_at < ?"
         params += [to_storage(start)] + ([] if end is None else [to_storage(end)])
-        return self._tuples(
+        rows = self._tuples(
             "SELECT school, device, verdict_at, reached FROM probe_cycles "
             f"WHERE {scope} AND verdict_at >= ?{until} "
             "ORDER BY school, device, verdict_at",
             params,
         )
+        runs = self._probe_run_verdicts(start, end, school)
+        return sorted(rows + runs) if runs else rows
 
     def last_probe_sample(self) -> int:
         """The rowid of the latest sample that created or changed a probe cycle."""
@@ -1042,6 +1110,106 @@ class Storage:
     def counters(self) -> list[dict[str, Any]]:
         """Every counter: name, labels (dict), value."""
         return self._rows("SELECT * FROM counters ORDER BY name, labels")
+
+    # Retention (see "Retention" above MIGRATIONS) -----------------------------------
+
+    def _probe_run_verdicts(
+        self, start: datetime, end: datetime | None, school: str | None
+    ) -> list[tuple[Any, ...]]:
+        """Rolled-up runs read back as cycle rows ``(school, device, verdict_at,
+        reached)`` within ``[start, end)``."""
+        scope, params = self._school_scope(school)
+        until = "" if end is None else " AND first_at < ?"
+        params += [to_storage(start)] + ([] if end is None else [to_storage(end)])
+        rows = self._tuples(
+            "SELECT school, device, first_at, last_at, reached, coverage_seconds "
+            f"FROM probe_runs WHERE {scope} AND last_at >= ?{until}",
+            params,
+        )
+        return [
+            (code, device, to_storage(at), reached)
+            for code, device, first, last, reached, coverage in rows
+            for at in run_points(
+                from_storage(first), from_storage(last), coverage, start, end
+            )
+        ]
+
+    def retention_schools(self) -> list[str]:
+        """Every school code ever registered (samples keep their school's code)."""
+        return [row[0] for row in self._tuples("SELECT code FROM schools")]
+
+    def newest_probe_sample(self) -> int:
+        """The rowid of the newest stored probe sample (0 when none)."""
+        return self._tuples(NEWEST_PROBE_SAMPLE)[0][0] or 0
+
+    def delete_probe_samples(
+        self, school: str, before: datetime, below: int, limit: int
+    ) -> int:
+        """Delete up to ``limit`` samples of ``school`` placed before ``before``
+        with a rowid below ``below``, in one short transaction; return how many."""
+        return self._write(
+            PRUNE_PROBE_SAMPLES, [school, to_storage(before), below, limit]
+        )
+
+    def old_probe_cycles(
+        self, school: str, before: datetime, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` probe cycles of ``school`` judged before ``before``, in
+        time order: rows ``(device, cycle_key, verdict_at, reached)``."""
+        return self._tuples(
+            "SELECT device, cycle_key, verdict_at, reached FROM probe_cycles "
+            "WHERE school = ? AND verdict_at < ? ORDER BY verdict_at, device LIMIT ?",
+            [school, to_storage(before), limit],
+        )
+
+    def latest_probe_run(self, device: str) -> dict[str, Any] | None:
+        """The device's run that ends last (None when it has none)."""
+        return self._one(
+            "SELECT * FROM probe_runs WHERE device = ? "
+            "ORDER BY last_at DESC, id DESC LIMIT 1",
+            [device],
+        )
+
+    def probe_runs(self, device: str) -> list[dict[str, Any]]:
+        """A device's rolled-up runs, oldest first."""
+        return self._rows(
+            "SELECT * FROM probe_runs WHERE device = ? ORDER BY first_at, id",
+            [device],
+        )
+
+    def save_probe_runs(
+        self,
+        runs: Sequence[dict[str, Any]],
+        cycles: Sequence[tuple[str, str]],
+    ) -> None:
+        """Write runs (those with an ``id`` are extended, the others added) and
+        delete the probe cycles ``(device, cycle_key)`` they now hold."""
+        with self.transaction():
+            for run in runs:
+                values = [to_storage(run["last_at"]), run["cycles"]]
+                if run.get("id") is not None:
+                    self._write(
+                        "UPDATE probe_runs SET last_at = ?, cycles = ? WHERE id = ?",
+                        [*values, run["id"]],
+                    )
+                    continue
+                self._write(
+                    "INSERT INTO probe_runs (last_at, cycles, device, school, "
+                    "first_at, reached, coverage_seconds) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        *values,
+                        run["device"],
+                        run["school"],
+                        to_storage(run["first_at"]),
+                        int(run["reached"]),
+                        run["coverage_seconds"],
+                    ],
+                )
+            self.db.conn.executemany(
+                "DELETE FROM probe_cycles WHERE device = ? AND cycle_key = ?",
+                [list(key) for key in cycles],
+            )
 
 
 # Encoding ---------------------------------------------------------------------------
