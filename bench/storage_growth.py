@@ -346,8 +346,9 @@ def print_figures(args: argparse.Namespace, snapshots: list[Snapshot]) -> None:
 
 
 def _window_full(args: argparse.Namespace) -> int:
-    """The first day from which the raw window no longer grows."""
-    return args.days + 1 if args.no_retention else args.retention_days
+    """The first day from which growth is judged: the raw window is full (without
+    the job, at once: nothing would ever bound it)."""
+    return 0 if args.no_retention else args.retention_days
 
 
 def _growth(first: Snapshot, last: Snapshot, devices: int) -> float:
