@@ -1171,7 +1171,7 @@ class Storage:
         time order: rows ``(device, cycle_key, verdict_at, reached)``."""
         return self._tuples(
             "SELECT device, cycle_key, verdict_at, reached FROM probe_cycles "
-            "WHERE school = ? AND verdict_at < ? ORDER BY verdict_at, device LIMIT ?",
+            "WHERE school = ? AND verdict_at < ? ORDER BY verdict_at LIMIT ?",
             [school, to_storage(before), limit],
         )
 

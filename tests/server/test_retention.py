@@ -4,12 +4,15 @@ that give the same figures, a database whose row counts stay bounded."""
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from schoolmon.server.api import create_app
 from schoolmon.server.cli import main
 from schoolmon.server.clock import from_storage, to_storage
 from schoolmon.server.config import ConfigError, config_from_mapping
@@ -307,3 +310,22 @@ def test_prune_command_prints_what_it_deleted(db_path: Path):
         f"before 2026-11-04T00:00:00Z: {samples}",
     )
     assert f"{cycles} probe cycles rolled up" in done.output
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_runs_the_job_in_a_thread_while_it_serves(
+    registered, clock, enabled
+):
+    """The app's lifespan starts the retention thread (unless turned off) and stops
+    it on shutdown."""
+    config = config_from_mapping({"retention": {"enabled": enabled}})
+
+    with TestClient(create_app(config, registered, clock)):
+        serving = _retention_threads()
+    stopped = _retention_threads()
+
+    assert (serving, stopped) == (int(enabled), 0)
+
+
+def _retention_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "schoolmon-retention")
