@@ -342,8 +342,8 @@ def prune(context: Context, at: str | None) -> None:
     result = prune_storage(context.storage(), context.config, _instant(at))
     click.echo(
         f"before {to_wire(result.before)}: {result.samples_deleted} probe samples "
-        f"deleted, {result.cycles_rolled_up} probe cycles rolled up into "
-        f"{result.runs_written} runs"
+        f"deleted, {result.cycles_rolled_up} probe cycles rolled up "
+        f"({result.runs_written} runs written)"
     )
 
 

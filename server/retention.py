@@ -55,7 +55,7 @@ def prune(storage: Storage, config: Config, now: datetime) -> PruneResult:
     result = PruneResult(before, cycles, runs, samples)
     logger.info(
         "retention before %s: %d probe samples deleted, %d probe cycles rolled up "
-        "into %d runs",
+        "(%d runs written)",
         before.isoformat(), samples, cycles, runs,
     )  # fmt: skip
     return result

@@ -408,8 +408,8 @@ CREATE TABLE probe_runs (
 )"""
 
 # SQLite-specific (rowid): one batch of a school's old samples, never the newest
-# sample of all (readers follow samples by rowid; SQLite reuses a rowid above the
-# largest left).
+# sample of all: readers follow samples by rowid, and SQLite numbers a new row from
+# the largest rowid left, so deleting the newest would hand its rowid out again.
 PRUNE_PROBE_SAMPLES = (
     "DELETE FROM probe_samples WHERE rowid IN (SELECT rowid FROM probe_samples "
     "WHERE school = ? AND placed_at < ? AND rowid < ? LIMIT ?)"
@@ -1180,13 +1180,6 @@ class Storage:
         return self._one(
             "SELECT * FROM probe_runs WHERE device = ? "
             "ORDER BY last_at DESC, id DESC LIMIT 1",
-            [device],
-        )
-
-    def probe_runs(self, device: str) -> list[dict[str, Any]]:
-        """A device's rolled-up runs, oldest first."""
-        return self._rows(
-            "SELECT * FROM probe_runs WHERE device = ? ORDER BY first_at, id",
             [device],
         )
 
