@@ -28,6 +28,7 @@ import random
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         args.window_days, args.retention_days = 1, 2
     with tempfile.TemporaryDirectory(prefix="schoolmon-growth-") as tmp:
         try:
-            snapshots = simulate_month(args, Path(tmp) / "collector.sqlite3")
+            snapshots, passes = simulate_month(args, Path(tmp) / "collector.sqlite3")
         except BenchError as error:
             say(f"storage growth benchmark failed: {error}")
             return 1
-    print_figures(args, snapshots)
+    print_figures(args, snapshots, passes)
     return 0
 
 
@@ -102,8 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def simulate_month(args: argparse.Namespace, db: Path) -> list[Snapshot]:
-    """Run the accelerated month; a snapshot of the sizes every ``--every`` days."""
+def simulate_month(
+    args: argparse.Namespace, db: Path
+) -> tuple[list[Snapshot], list[float]]:
+    """Run the accelerated month: a snapshot of the sizes every ``--every`` days, and
+    the seconds each pass of the retention job took."""
     storage = Storage(db)
     storage.db.execute("PRAGMA synchronous = OFF")  # sizes, not durability, here
     clock = Clock(START)
@@ -115,7 +119,7 @@ def simulate_month(args: argparse.Namespace, db: Path) -> list[Snapshot]:
         seed=args.seed, pcs_per_school=args.devices, skewed_clock_share=0.0
     )
     district = simulate.build_district([school], options, START)
-    snapshots = []
+    snapshots, passes = [], []
     # One client for the whole run: its event loop reuses its worker threads (the
     # storage keeps one read connection per thread). The job's own thread is off
     # (its period is wall time): the loop below runs it on the simulated hour.
@@ -124,12 +128,12 @@ def simulate_month(args: argparse.Namespace, db: Path) -> list[Snapshot]:
             sender = Sender(client, district, token, args.seed)
             sender.enroll(clock)
             for day in range(1, args.days + 1):
-                _simulate_day(args, storage, config, clock, sender, day)
+                passes += _simulate_day(args, storage, config, clock, sender, day)
                 if day % args.every == 0 or day == args.days:
                     snapshots.append(_snapshot(storage, day, sender.reports))
     finally:
         storage.close()
-    return snapshots
+    return snapshots, passes
 
 
 def _simulate_day(
@@ -139,12 +143,17 @@ def _simulate_day(
     clock: Clock,
     sender: Sender,
     day: int,
-) -> None:
+) -> list[float]:
+    """One day of reports, the job once an hour; the seconds of each pass."""
+    passes = []
     for at in _day(day):
         clock.now = at + timedelta(seconds=1)
         sender.cycle(at)
         if at.minute == 55 and not args.no_retention:
+            started = time.perf_counter()
             prune(storage, config, clock.now)
+            passes.append(time.perf_counter() - started)
+    return passes
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -313,7 +322,9 @@ def _snapshot(storage: Storage, day: int, reports: int) -> Snapshot:
 # Output -------------------------------------------------------------------------------
 
 
-def print_figures(args: argparse.Namespace, snapshots: list[Snapshot]) -> None:
+def print_figures(
+    args: argparse.Namespace, snapshots: list[Snapshot], passes: list[float]
+) -> None:
     """Size and growth per device per day, snapshot by snapshot; growth by table
     once the raw window is full; the size held."""
     devices, full = args.devices, _window_full(args)
@@ -343,6 +354,16 @@ def print_figures(args: argparse.Namespace, snapshots: list[Snapshot]) -> None:
         )
         previous = snap
     _steady_lines(args, snapshots, full)
+    if passes:
+        longest, mean = max(passes), sum(passes) / len(passes)
+        say(
+            figure(
+                f"retention pass, {len(passes)} passes: longest / mean",
+                f"{longest * 1e3:.0f} / {mean * 1e3:.1f} ms",
+                "-",
+                None,
+            )
+        )
 
 
 def _window_full(args: argparse.Namespace) -> int:
