@@ -275,7 +275,9 @@ class Sender:
         volumes = stored["disks"]["data"].get("volumes") or []
         for volume in volumes[:1]:
             if volume.get("free_bytes"):
-                volume["free_bytes"] -= self.rng.randint(10**7, 10**9)
+                used = self.rng.randint(10**7, 10**9)
+                full = volume["free_bytes"] <= used  # then someone cleans it up
+                volume["free_bytes"] -= volume["free_bytes"] // 2 if full else used
         stored["disks"]["hash"] = canonical_hash(stored["disks"]["data"])
         sent = {name: dict(envelope) for name, envelope in stored.items()}
         if "software" in sent:
