@@ -19,6 +19,7 @@ shows it was not the limit.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sqlite3
@@ -153,20 +154,33 @@ def _checked(result: LoadResult, phase: str, log: str) -> LoadResult:
 
 
 def _durability(db: Path, results: list[LoadResult]) -> dict[str, tuple[int, int]]:
-    """Acknowledged vs stored, per kind, read after the collector stopped."""
-    tables = {
-        "probes": "probe_samples",
-        "speedtests": "speedtests",
-        "inventory": "inventory_snapshots",
-    }
+    """Acknowledged vs stored, per kind, read after the collector stopped.
+
+    Inventories count devices: each device that had one acknowledged must have a
+    stored latest inventory (a snapshot is kept only when more than volatile fields
+    changed, so snapshots do not count acknowledgements).
+    """
+    tables = {"probes": "probe_samples", "speedtests": "speedtests"}
     with sqlite3.connect(db) as conn:
-        return {
+        durable = {
             kind: (
                 sum(r.accepted(kind) for r in results),
                 conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0],
             )
             for kind, table in tables.items()
         }
+        devices = _inventory_devices(results)
+        stored = {row[0] for row in conn.execute("SELECT device FROM inventories")}
+    durable["inventory"] = (len(devices), len(devices & stored))
+    return durable
+
+
+def _inventory_devices(results: list[LoadResult]) -> set[str]:
+    """Devices whose answer acknowledged an inventory."""
+    answers = (json.loads(a) for r in results for a in r.answers)
+    return {
+        a["device_id"] for a in answers if a.get("accepted", {}).get("inventory", 0)
+    }
 
 
 def print_figures(

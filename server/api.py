@@ -38,6 +38,7 @@ from schoolmon.server.figures import (
 )
 from schoolmon.server.ingest import enroll_device, ingest_report, mend_legacy_report
 from schoolmon.server.metrics import new_registry, render
+from schoolmon.server.retention import RetentionThread
 from schoolmon.server.schemas import (
     EnrollAnswer,
     EnrollRequest,
@@ -91,7 +92,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        retention = RetentionThread(storage, config, clock)
+        if config.retention.enabled:
+            retention.start()
         yield
+        retention.stop()
         requests.flush(storage)
 
     app = FastAPI(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schoolmon.agent.inventory.normalize import (
+    canonical_hash,
     clean_hw,
     clean_text,
     counts_for_identity,
@@ -153,6 +154,52 @@ def _has_data(section: Mapping[str, Any] | None) -> bool:
         and section.get("status") == "ok"
         and section.get("data") is not None
     )
+
+
+# What the asset history keeps ----------------------------------------------------
+
+VOLATILE_FIELDS: Mapping[str, tuple[tuple[str, ...], ...]] = {
+    "system": (("boot_time",),),
+    "memory": (("usable_bytes",),),
+    "disks": (("volumes", "free_bytes"),),
+    "network": (
+        ("adapters", "addresses"),
+        ("adapters", "speed_bps"),
+        ("adapters", "up"),
+    ),
+    "battery": (("percent",), ("plugged",), ("full_capacity_wh",)),
+}
+"""Per section, the data fields that wobble from run to run: ``(field,)`` or
+``(list field, field of each item)``."""
+
+
+def history_hash(sections: Sections | None) -> str:
+    """A hash of the sections' data without ``VOLATILE_FIELDS`` (and without the
+    envelopes: collection times, section hashes, a failure's last_failure): it
+    changes when the device changed, not when a volume filled or an address moved.
+    A new inventory snapshot is kept only when it changes."""
+    stable = {
+        name: _without_volatile(name, section.get("data"))
+        for name, section in sorted((sections or {}).items())
+    }
+    return canonical_hash(stable)
+
+
+def _without_volatile(name: str, data: Any) -> Any:
+    if not isinstance(data, Mapping):
+        return data
+    data = dict(data)
+    for path in VOLATILE_FIELDS.get(name, ()):
+        if len(path) == 1:
+            data.pop(path[0], None)
+        elif isinstance(data.get(path[0]), list):
+            data[path[0]] = [
+                {k: v for k, v in item.items() if k != path[1]}
+                if isinstance(item, Mapping)
+                else item
+                for item in data[path[0]]
+            ]
+    return data
 
 
 # Diffing ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from schoolmon.server.registry import (
     school_level,
 )
 from schoolmon.server.reporting import FORMATS, LANGS, render
+from schoolmon.server.retention import prune as prune_storage
 from schoolmon.server.simulate import simulate_command
 from schoolmon.server.storage import Storage, StorageError
 
@@ -329,6 +330,23 @@ def report(
     except OSError as error:
         raise click.ClickException(f"cannot write {out}: {error.strerror}") from error
     logger.info("report written to %s", out)
+
+
+# Retention ------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--at", "at", help="Prune as of this instant, ISO 8601 (default: now).")
+@server_command
+def prune(context: Context, at: str | None) -> None:
+    """Delete raw probe samples older than the retention window (rolling their
+    probe cycles up first), as the collector does every hour."""
+    result = prune_storage(context.storage(), context.config, _instant(at))
+    click.echo(
+        f"before {to_wire(result.before)}: {result.samples_deleted} probe samples "
+        f"deleted, {result.cycles_rolled_up} probe cycles rolled up "
+        f"({result.runs_written} runs written)"
+    )
 
 
 # A district summary for people --------------------------------------------------------

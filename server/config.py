@@ -23,6 +23,9 @@ Example (every key optional)::
 
     [lab.pcs_required]
     primary = 18
+
+    [retention]            # raw probe samples: uptime window + 1 day by default
+    probe_samples_days = 8
 """
 
 from __future__ import annotations
@@ -216,6 +219,26 @@ class SpeedtestSettings(_Settings):
     monthly_budget_bytes: int = Field(5_000_000_000, ge=0)
 
 
+class RetentionSettings(_Settings):
+    """How long raw probe samples are kept and how the collector prunes them.
+
+    Samples placed more than ``probe_samples_days`` ago are deleted and their probe
+    cycles rolled up into runs (storage.py "Retention"); None keeps them for the
+    uptime window plus one day. ``every_minutes`` paces the collector's job,
+    ``batch_rows`` bounds each of its write transactions.
+    """
+
+    enabled: bool = True
+    probe_samples_days: int | None = Field(None, ge=1, le=3650)
+    every_minutes: float = Field(60, gt=0, le=1440)
+    batch_rows: int = Field(2000, ge=10, le=100_000)
+
+    def probe_samples_window(self, policy: PolicySettings) -> timedelta:
+        """How far back raw samples and unrolled probe cycles are kept."""
+        days = self.probe_samples_days
+        return timedelta(days=policy.uptime_window_days + 1 if days is None else days)
+
+
 class Config(_Settings):
     """The whole collector configuration."""
 
@@ -225,6 +248,18 @@ class Config(_Settings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     speedtest: SpeedtestSettings = Field(default_factory=SpeedtestSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @model_validator(mode="after")
+    def _retention_beyond_window(self) -> Config:
+        days, window = self.retention.probe_samples_days, self.policy.uptime_window_days
+        if days is not None and days <= window:
+            raise ValueError(
+                f"retention.probe_samples_days = {days} must be above "
+                f"policy.uptime_window_days = {window}: the live figures read the "
+                f"window's probe cycles unrolled (give {window + 1} or more)"
+            )
+        return self
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -281,6 +316,8 @@ def check_timezone(name: str) -> ZoneInfo:
 
 def _describe(item: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in item["loc"])
+    if not key:  # a check across sections: its message names the keys
+        return item["msg"].removeprefix("Value error, ")
     if item["type"] == "extra_forbidden":
         accepted = _accepted_keys(item["loc"])
         return f"unknown key {_shown(key)}; accepted keys here: {accepted}"

@@ -21,6 +21,7 @@ from schoolmon.server import clocks
 from schoolmon.server.assets import (
     AssetEvent,
     diff_inventories,
+    history_hash,
     merge_sections,
     needs_full_inventory,
     renamed,
@@ -604,7 +605,9 @@ def _ingest_inventory(
     merged = merge_sections(previous, received)
     content_hash = inventory_content_hash(merged)
     changed = stored is None or stored["hash"] != content_hash
-    storage.save_inventory(device["id"], content_hash, merged, received_at, changed)
+    # History keeps a snapshot only when more than volatile fields changed.
+    keep = stored is None or changed and history_hash(previous) != history_hash(merged)
+    storage.save_inventory(device["id"], content_hash, merged, received_at, keep)
     result.count("inventory", int(changed), 1)
     if stored is not None:
         _record_changes(storage, device, previous, merged, received_at)

@@ -105,7 +105,8 @@ def test_agent_footprint_quick_prints_agent_and_node_exporter_figures() -> None:
 
 
 def test_storage_growth_quick_prints_growth_per_device_and_day() -> None:
-    """bench/storage_growth.py --quick prints growth per device per day and tables."""
+    """bench/storage_growth.py --quick prints growth per device per day, by table,
+    the rows held once the retention job ran, and the steady growth."""
     lines = run_quick("storage_growth.py", "growth", timeout=60)
 
     names = set(_figures(lines))
@@ -113,6 +114,6 @@ def test_storage_growth_quick_prints_growth_per_device_and_day() -> None:
     assert any(name.startswith("day 1: ") for name in names)
     assert any(name.startswith("day 2: ") for name in names)
     assert any("probe_samples" in line for line in lines)
-    assert any(
-        name.startswith("with 8-day raw probes + hourly roll-up") for name in names
-    )
+    assert "steady growth, day 2 to day 3" in names
+    assert "database held on day 3" in names
+    assert any("probe_runs" in line and "rows on day 3" in line for line in lines)

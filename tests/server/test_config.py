@@ -65,6 +65,12 @@ def test_defaults_are_the_headline_figures_of_the_spec():
         },
         "metrics": {"per_device_max": 2000},
         "speedtest": {"slots_per_day": 3, "monthly_budget_bytes": 5_000_000_000},
+        "retention": {
+            "enabled": True,
+            "probe_samples_days": None,
+            "every_minutes": 60,
+            "batch_rows": 2000,
+        },
     }
 
 
@@ -135,7 +141,7 @@ def test_file_overrides_holidays_and_one_day_of_the_timetable(tmp_path: Path):
         (
             "[serverr]\n",
             "collector.toml: unknown key 'serverr'; accepted keys here: server, "
-            "policy, lab, sessions, metrics, speedtest",
+            "policy, lab, sessions, metrics, speedtest, retention",
         ),
         (
             "[policy]\nconnected_uptime_ratio = 95\n",

@@ -256,3 +256,46 @@ def test_unchanged_section_with_an_unknown_hash_asks_for_the_full_inventory(
         [{"kind": "send_full_inventory"}],
         lab_pc()["software"],
     )
+
+
+def snapshots(storage, device_id: str) -> list[dict[str, Any]]:
+    return storage.inventory_snapshots(device_id)
+
+
+def test_volatile_fields_update_the_inventory_but_keep_no_snapshot(
+    http, registered, clock
+):
+    """A volume's free space, the boot time and usable memory change between two
+    inventories: the latest inventory holds the new values; the history keeps only
+    the first snapshot."""
+    after = lab_pc()
+    after["disks"]["volumes"][0]["free_bytes"] -= 10**9
+    after["system"]["boot_time"] = "2026-12-01T01:00:00Z"
+    after["memory"]["usable_bytes"] -= 4096
+    agent, answers = two_inventories(http, registered, clock, {}, after)
+
+    stored = registered.inventory(agent.device_id)["sections"]
+    assert (
+        [a["accepted"]["inventory"] for a in answers],
+        stored["disks"]["data"]["volumes"][0]["free_bytes"],
+        stored["system"]["data"]["boot_time"],
+        len(snapshots(registered, agent.device_id)),
+    ) == (
+        [1, 1],
+        after["disks"]["volumes"][0]["free_bytes"],
+        "2026-12-01T01:00:00Z",
+        1,
+    )
+
+
+def test_a_hardware_change_keeps_a_snapshot(http, registered, clock):
+    """inv-ram-upgrade: the memory upgrade is kept in the history as a second
+    snapshot holding the new memory."""
+    data = case("inv-ram-upgrade")
+    agent, _ = two_inventories(http, registered, clock, data["before"], data["after"])
+
+    history = snapshots(registered, agent.device_id)
+    assert [s["sections"]["memory"]["data"]["installed_bytes"] for s in history] == [
+        4294967296,
+        8589934592,
+    ]

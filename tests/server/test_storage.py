@@ -52,6 +52,7 @@ def test_new_database_is_at_the_latest_schema(storage):
             "inventories",
             "inventory_snapshots",
             "probe_cycles",
+            "probe_runs",
             "probe_samples",
             "schema_version",
             "schools",
