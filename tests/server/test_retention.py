@@ -21,6 +21,10 @@ from schoolmon.server.figures import computed_figures, district_report
 from schoolmon.server.retention import plan_runs, prune
 from schoolmon.server.storage import Storage, run_points
 
+from tests.support.databases import query
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday, 07:00 in Hanoi
 CYCLE = 300
 COVERAGE = 450.0
@@ -141,10 +145,11 @@ def test_a_past_month_reads_the_same_after_the_roll_up(registered, settings):
         ]
 
     before = figures()
-    old = registered.db.execute(
+    old = query(
+        registered,
         "SELECT COUNT(*) FROM probe_cycles WHERE verdict_at < ?",
         [to_storage(START + timedelta(days=32))],
-    ).fetchone()[0]
+    )[0][0]
     result = prune(registered, settings, START + timedelta(days=40))
     after = figures()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 SQLITE_TABLES = (
@@ -17,3 +18,13 @@ def table_names(storage: Any) -> list[str]:
     """The tables of the database, by name."""
     sql = POSTGRES_TABLES if storage.postgres else SQLITE_TABLES
     return sorted(row[0] for row in storage.db.execute(sql).fetchall())
+
+
+def query(storage: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (written with ``?`` marks, as storage.py writes it) run on the
+    storage's own connection, whichever the backend."""
+    if storage.postgres:
+        from schoolmon.server import pg
+
+        sql = pg.translate(sql)
+    return [tuple(row) for row in storage.db.execute(sql, list(params)).fetchall()]
