@@ -1,6 +1,6 @@
 """The agent's memory and CPU, beside Debian's prometheus-node-exporter.
 
-    python bench/agent_footprint.py [--run-cycles 3] [--quick]
+    python bench/agent_footprint.py [--run-cycles 3] [--quick] [--no-bytecode-cache]
 
 A real collector (``python -m schoolmon.server serve``, core 0) with
 ``report_interval_seconds = 10`` serves one school. The agent (core 1), enrolled
@@ -16,6 +16,12 @@ Internet targets (the collector's /healthz; there is no Internet here). Measured
   deliveries, seen in agent.log) and CPU while idle between cycles;
 - ``prometheus-node-exporter`` serving one scrape: its RSS after the scrape and the
   CPU the scrape cost.
+
+The agent runs as an installed one does: with its modules' bytecode cached (pip
+compiles it at install). The cache lives in the scratch directory
+(``PYTHONPYCACHEPREFIX``) and is filled by the unmeasured enrollment, so a
+``PYTHONDONTWRITEBYTECODE`` in the environment does not make every measured start
+compile the agent from source. ``--no-bytecode-cache`` measures that case instead.
 """
 
 from __future__ import annotations
@@ -104,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-cycles", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="leave the environment's bytecode setting as it is (compile at start "
+        "when PYTHONDONTWRITEBYTECODE is set)",
+    )
     return parser
 
 
@@ -118,7 +130,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> tuple:
     agent_config = tmp / "agent.toml"
     agent_config.write_text(AGENT_CONFIG.format(interval=INTERVAL))
     state = tmp / "agent-state"
-    agent = Agent(agent_config, state)
+    pycache = None if args.no_bytecode_cache else tmp / "pycache"
+    agent = Agent(agent_config, state, pycache)
 
     argv = pinned(collector_argv(db, port, config), SERVER_CORE)
     with server_process("collector", argv, port, tmp) as server:
@@ -150,11 +163,12 @@ def _school_with_token(db: Path) -> str:
 class Agent:
     """``schoolmon-agent`` with one configuration and state directory, on core 1."""
 
-    def __init__(self, config: Path, state: Path) -> None:
+    def __init__(self, config: Path, state: Path, pycache: Path | None) -> None:
         script = shutil.which("schoolmon-agent")
         command = [script] if script else [sys.executable, "-m", "schoolmon.agent"]
         self.command = pinned(command, LOAD_CORE)
         self.config, self.state = config, state
+        self.env = _agent_environment(pycache)
 
     def argv(self, *args: str) -> list[str]:
         if args[0].startswith("-"):
@@ -170,14 +184,19 @@ class Agent:
         ]
 
     def check(self, *args: str) -> None:
-        done = subprocess.run(self.argv(*args), capture_output=True, text=True)
+        done = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, env=self.env
+        )
         if done.returncode:
             raise BenchError(f"schoolmon-agent {args[0]} failed: {done.stderr.strip()}")
 
     def measure(self, *args: str) -> Usage:
         """Run a command to its end; its peak RSS and CPU."""
         process = subprocess.Popen(
-            self.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.argv(*args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
         )
         usage = _watch(process)
         if usage.exit_code:
@@ -188,13 +207,25 @@ class Agent:
     def run_cycles(self, cycles: int) -> RunUsage:
         """``schoolmon-agent run`` for ``cycles`` deliveries and the idle after each."""
         process = subprocess.Popen(
-            self.argv("run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.argv("run"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
         )
         try:
             return _follow_run(process, self.state / "agent.log", cycles)
         finally:
             process.terminate()
             process.wait(15)
+
+
+def _agent_environment(pycache: Path | None) -> dict[str, str]:
+    """The agent's environment; with ``pycache``, bytecode is cached there."""
+    env = dict(os.environ)
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
 
 
 @dataclass
@@ -325,6 +356,8 @@ def print_figures(
     limit = min(TARGET_RSS, 1.5 * exporter.peak_rss)
     target = f"<= {_mb(limit)}"
     say(f"agent footprint benchmark: {command_line()}")
+    cache = "not cached" if args.no_bytecode_cache else "cached"
+    say(figure("the agent's bytecode", cache, "-", None))
     say(
         figure(
             "node_exporter RSS after one scrape",
