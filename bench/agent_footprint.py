@@ -20,7 +20,7 @@ Internet targets (the collector's /healthz; there is no Internet here). Measured
 The agent runs as an installed one does: its modules' bytecode is compiled first
 (``compileall``, as pip does at install; the files go to ``agent/__pycache__``,
 which git ignores). Otherwise a ``PYTHONDONTWRITEBYTECODE`` in the environment
-makes every measured start compile the agent from source (about 1 MiB and 15-20 ms
+makes every measured start compile the agent from source (about 1 MiB and 20 ms
 more per start).
 """
 
