@@ -1,12 +1,13 @@
 """``requests``, imported without a character-detection library.
 
-requests imports ``chardet`` or ``charset_normalizer`` (4.3 MiB of memory, a third of
-its import time) only to guess the encoding of a text answer that names none
-(``Response.apparent_encoding``). The agent never needs that guess: the collector
-answers ``application/json``, which requests decodes as UTF-8 (RFC 8259) from the
-header alone, and probes decode their bodies themselves. Since requests 2.32 both
-libraries are optional: without them ``apparent_encoding`` is ``"utf-8"`` and the
-import warns once with a ``RequestsDependencyWarning``, which is silenced here.
+requests imports ``chardet`` or ``charset_normalizer`` (2.3 MiB of the agent's memory
+and about 5 ms of its start-up, bench/README.md) only to guess the encoding of a text
+answer that names none (``Response.apparent_encoding``). The agent never needs that
+guess: the collector answers ``application/json``, which requests decodes as UTF-8
+(RFC 8259) from the header alone, and probes decode their bodies themselves. Since
+requests 2.32 both libraries are optional: without them ``apparent_encoding`` is
+``"utf-8"`` and the import warns once with a ``RequestsDependencyWarning``, which is
+silenced here.
 
 A ``None`` entry in ``sys.modules`` makes an import raise ``ModuleNotFoundError``
 (the import system's documented behaviour), so requests finds neither library. This
@@ -24,7 +25,7 @@ _MISSING_WARNING = "Unable to find acceptable character detection dependency"
 
 if "requests" not in sys.modules:
     for _name in CHARACTER_DETECTION:
-        sys.modules.setdefault(_name, None)  # type: ignore[assignment]
+        sys.modules.setdefault(_name, None)
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=_MISSING_WARNING)
