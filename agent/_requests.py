@@ -11,19 +11,38 @@ silenced here.
 
 A ``None`` entry in ``sys.modules`` makes an import raise ``ModuleNotFoundError``
 (the import system's documented behaviour), so requests finds neither library. This
-is done only when requests is not imported yet: in a process that already holds
-requests (a test run, say) nothing changes. Agent modules import requests from here.
+is done only when requests is not imported yet (in a process that already holds
+requests, a test run say, nothing changes) and only when the installed requests is
+2.32 or later: 2.31, which the project still accepts, fails to import without one.
+Agent modules import requests from here.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
+from importlib import metadata
 
 CHARACTER_DETECTION = ("chardet", "charset_normalizer")
+OPTIONAL_SINCE = (2, 32)
 _MISSING_WARNING = "Unable to find acceptable character detection dependency"
 
-if "requests" not in sys.modules:
+
+def detection_optional(version: str) -> bool:
+    """Whether requests ``version`` imports without a character-detection library."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return bool(match) and (int(match[1]), int(match[2])) >= OPTIONAL_SINCE
+
+
+def _installed_version() -> str:
+    try:
+        return metadata.version("requests")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+if "requests" not in sys.modules and detection_optional(_installed_version()):
     for _name in CHARACTER_DETECTION:
         sys.modules.setdefault(_name, None)
 

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from schoolmon.agent._requests import detection_optional
 from schoolmon.agent.cli import main
 
 # Modules a normal cycle must not load: character detection (requests' text
@@ -35,6 +36,7 @@ HEAVY = (
 
 RUN_COMMAND = """\
 import json, sys
+from schoolmon.agent._requests import detection_optional
 from schoolmon.agent.cli import main
 try:
     main(sys.argv[2:], prog_name="schoolmon-agent")
@@ -158,3 +160,25 @@ def test_answers_decode_as_utf8_without_character_detection(collector, reply, ex
 
     assert (done.returncode, done.stderr) == (0, "")
     assert json.loads(done.stdout) == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "optional"),
+    [
+        ("2.31.0", False),
+        ("2.32.0", True),
+        ("2.32.0rc1", True),
+        ("2.34.2", True),
+        ("3.0.0", True),
+        ("1.99", False),
+        ("", False),
+        ("dev", False),
+    ],
+)
+def test_character_detection_is_left_out_only_where_requests_allows_it(
+    version, optional
+):
+    """requests 2.31 (still accepted by the project) needs chardet or
+    charset_normalizer to import; 2.32 and later do without, and an unknown or
+    unreadable version is treated as needing one."""
+    assert detection_optional(version) is optional
