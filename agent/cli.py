@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import logging.handlers
 import os
 import signal
 import sqlite3
@@ -17,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import requests
 from schoolmon.agent import __version__
+from schoolmon.agent._requests import requests
 from schoolmon.agent.config import (
     AgentConfig,
     ConfigError,
     check_server_url,
     load_config,
 )
-from schoolmon.agent.inventory import collect, inventory_document
-from schoolmon.agent.inventory._common import iso_utc
+from schoolmon.agent.inventory import collect, inventory_document, iso_utc
 from schoolmon.agent.inventory.normalize import identity_signals
 from schoolmon.agent.outbox import Outbox
 from schoolmon.agent.probes import Prober, boot_id
@@ -255,6 +253,8 @@ def run(ctx: Context) -> None:
 
 
 def _log_to_file(state: State) -> None:
+    import logging.handlers  # only the service loop logs to a file
+
     state.ensure()
     handler = logging.handlers.RotatingFileHandler(
         state.directory / "agent.log",

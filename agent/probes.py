@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
-import requests
+from schoolmon.agent._requests import requests
 from schoolmon.agent.config import Target
-from schoolmon.agent.inventory._common import iso_utc
+from schoolmon.agent.inventory import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +45,8 @@ def boot_id() -> str:
     path = Path("/proc/sys/kernel/random/boot_id")
     if sys.platform.startswith("linux") and path.exists():
         return path.read_text(encoding="ascii").strip()
+    import psutil  # only here: a cycle on Linux does without it
+
     seed = f"{socket.gethostname()}|{round(psutil.boot_time())}"
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:32]
 

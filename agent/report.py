@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from schoolmon.agent import __version__
-from schoolmon.agent.inventory._common import iso_utc
+from schoolmon.agent.inventory import iso_utc
 from schoolmon.agent.outbox import Item
 
 SCHEMA = 1

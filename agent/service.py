@@ -19,8 +19,7 @@ from typing import Any
 from schoolmon.agent import __version__
 from schoolmon.agent.config import AgentConfig, resolve_targets
 from schoolmon.agent.delivery import Deliverer, DeliveryResult
-from schoolmon.agent.inventory import inventory_document
-from schoolmon.agent.inventory._common import iso_utc
+from schoolmon.agent.inventory import inventory_document, iso_utc
 from schoolmon.agent.inventory.normalize import identity_signals
 from schoolmon.agent.outbox import Item, Outbox
 from schoolmon.agent.probes import Prober, probe_cycle

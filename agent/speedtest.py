@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+from schoolmon.agent._requests import requests
 from schoolmon.agent.probes import request_reason
 
 logger = logging.getLogger(__name__)

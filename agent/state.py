@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 logger = logging.getLogger(__name__)
 
 APP_NAME = "schoolmon"
@@ -84,6 +82,8 @@ def resolve_state_dir(
 def default_state_dir(service: bool, environ: Mapping[str, str], platform: str) -> Path:
     """Where a service keeps its state (/var/lib/schoolmon on Linux,
     %ProgramData%\\schoolmon on Windows), else the user's data directory."""
+    import platformdirs  # only for the defaults that need it, not on every start
+
     if not service:
         return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
     if platform == "win32":

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
+from schoolmon.agent._requests import requests
 from schoolmon.agent.config import Timeouts
 from schoolmon.agent.probes import request_reason
 

@@ -16,6 +16,12 @@ Internet targets (the collector's /healthz; there is no Internet here). Measured
   deliveries, seen in agent.log) and CPU while idle between cycles;
 - ``prometheus-node-exporter`` serving one scrape: its RSS after the scrape and the
   CPU the scrape cost.
+
+The agent runs as an installed one does: its modules' bytecode is compiled first
+(``compileall``, as pip does at install; the files go to ``agent/__pycache__``,
+which git ignores). Otherwise a ``PYTHONDONTWRITEBYTECODE`` in the environment
+makes every measured start compile the agent from source (about 1 MiB and 20 ms
+more per start).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import schoolmon.agent
 from _common import (
     HOST,
     LOAD_CORE,
@@ -118,6 +125,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> tuple:
     agent_config = tmp / "agent.toml"
     agent_config.write_text(AGENT_CONFIG.format(interval=INTERVAL))
     state = tmp / "agent-state"
+    compile_agent()
     agent = Agent(agent_config, state)
 
     argv = pinned(collector_argv(db, port, config), SERVER_CORE)
@@ -145,6 +153,15 @@ def _school_with_token(db: Path) -> str:
 
 
 # The agent ----------------------------------------------------------------------------
+
+
+def compile_agent() -> None:
+    """Write the agent's bytecode beside its sources, as pip does at install."""
+    folder = Path(schoolmon.agent.__file__).parent
+    argv = [sys.executable, "-m", "compileall", "-q", str(folder)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise BenchError(f"compileall {folder} failed: {done.stdout.strip()}")
 
 
 class Agent:

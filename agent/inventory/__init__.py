@@ -12,9 +12,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from schoolmon.agent.inventory._common import iso_utc
 from schoolmon.agent.inventory.normalize import canonical_hash
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,14 @@ SECTIONS = (
 )
 DEFAULT_TIMEOUT = 30.0
 SectionFunction = Callable[[list[str]], dict]
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    """Format a POSIX timestamp as the wire's ISO 8601 UTC with ``Z``."""
+    if timestamp is None:
+        return None
+    instant = datetime.fromtimestamp(timestamp, UTC).replace(microsecond=0)
+    return instant.isoformat().replace("+00:00", "Z")
 
 
 def platform_sections(timeout: float = DEFAULT_TIMEOUT) -> dict[str, SectionFunction]:

@@ -1,13 +1,17 @@
-"""Inventory parts that psutil reads the same way on every platform."""
+"""Inventory parts that psutil reads the same way on every platform.
+
+Only the platform modules import this one (and so psutil), when an inventory is
+collected: a cycle that collects none does not load psutil.
+"""
 
 from __future__ import annotations
 
 import platform
 import socket
-from datetime import UTC, datetime
 from typing import Any
 
 import psutil
+from schoolmon.agent.inventory import iso_utc
 from schoolmon.agent.inventory.normalize import clean_text, normalize_mac
 
 # File systems that live on a fixed local disk; network, memory and pseudo file
@@ -34,14 +38,6 @@ FIXED_FILESYSTEMS = frozenset(
         "apfs",
     }
 )
-
-
-def iso_utc(timestamp: float | None) -> str | None:
-    """Format a POSIX timestamp as the wire's ISO 8601 UTC with ``Z``."""
-    if timestamp is None:
-        return None
-    instant = datetime.fromtimestamp(timestamp, UTC).replace(microsecond=0)
-    return instant.isoformat().replace("+00:00", "Z")
 
 
 def hostname() -> str | None:
