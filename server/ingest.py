@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 from schoolmon.server import clocks
@@ -43,7 +43,7 @@ from schoolmon.server.schemas import (
     Report,
     Speedtest,
 )
-from schoolmon.server.sessions import school_zone, session_intervals
+from schoolmon.server.sessions import day_sessions, school_zone
 from schoolmon.server.speedtest import MAX_LATENCY_SECONDS, plausibility_flags
 from schoolmon.server.storage import Storage
 
@@ -416,7 +416,9 @@ def _probe_row(
     received_at: datetime,
     skew: float | None,
 ) -> dict[str, Any]:
-    row = sample.model_dump(mode="python")
+    # The fields as validated (a flat model without extras): what model_dump gives,
+    # without its cost on the five samples of every report.
+    row = dict(sample.__dict__)
     row |= {"device": device["id"], "school": device["school"]}
     row |= _placement(sample, report, received_at, skew)
     return row
@@ -570,13 +572,9 @@ def session_today(
     config: Config, school: dict[str, Any], now: datetime
 ) -> list[tuple[datetime, datetime]]:
     """The school's session intervals of its local day of ``now``, in UTC."""
-    zone = school_zone(config.sessions, school.get("timezone"))
-    day = now.astimezone(zone).date()
-    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-    return session_intervals(
-        config.sessions, start, end.astimezone(UTC), school.get("timezone")
-    )
+    timezone = school.get("timezone")
+    day = now.astimezone(school_zone(config.sessions, timezone)).date()
+    return day_sessions(config.sessions, day, timezone)
 
 
 # Inventory ----------------------------------------------------------------------------
