@@ -10,9 +10,12 @@ transaction, committed before the collector answers.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import queue
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,7 +48,7 @@ from schoolmon.server.schemas import (
 )
 from schoolmon.server.sessions import day_sessions, school_zone
 from schoolmon.server.speedtest import MAX_LATENCY_SECONDS, plausibility_flags
-from schoolmon.server.storage import Storage
+from schoolmon.server.storage import Storage, TransactionLost
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ class IngestResult:
     """
 
     device_id: str | None = None
+    school: str | None = None
+    skew: float = 0.0
     last_seq: int | None = None
     accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     duplicates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -160,7 +165,23 @@ def ingest_report(
     received_at: datetime,
     config: Config,
 ) -> IngestResult:
-    """Store a report of the credential's ``device`` exactly once; return what was new.
+    """Store a report of the credential's ``device`` exactly once, in a transaction
+    of its own; return what was new (``ReportWriter`` shares transactions)."""
+    with storage.transaction():
+        result = store_report(storage, device, report, received_at, config)
+        storage.bump_counters(counter_increments([result]))
+    log_report(result)
+    return result
+
+
+def store_report(
+    storage: Storage,
+    device: dict[str, Any],
+    report: Report,
+    received_at: datetime,
+    config: Config,
+) -> IngestResult:
+    """Store a report inside the caller's transaction; count it in no counter.
 
     The report is stored under the device its hardware says it comes from, which is
     not the credential's device for a cloned disk image or a restored state directory.
@@ -168,26 +189,27 @@ def ingest_report(
     result = IngestResult()
     with storage.transaction():
         target = _reporting_device(storage, device, report, received_at, result)
-        result.device_id = target["id"]
+        result.device_id, result.school = target["id"], target["school"]
         school = storage.school(target["school"]) or {}
         tests = _store_samples(storage, target, school, report, received_at, result)
         _ingest_inventory(storage, target, report.inventory, received_at, result)
-        skew = clocks.skew(report.sent_at, received_at)
+        result.skew = clocks.skew(report.sent_at, received_at)
         result.last_seq = _last_seq(target, report)
-        update = _device_update(report, received_at, skew) | {
-            "last_seq": result.last_seq
-        }
-        storage.update_device(target["id"], **update)
+        update = _device_update(report, received_at, result.skew)
+        storage.update_device(target["id"], **update, last_seq=result.last_seq)
         _schedule_speedtests(
             storage, target, school, tests, received_at, config, result
         )
-        storage.bump_counters(_counter_increments(result))
+    return result
 
+
+def log_report(result: IngestResult) -> None:
+    """The one INFO line of a stored (committed) report."""
     logger.info(
         "report from %s (%s): accepted %s, duplicates %s, skew %.1f s",
-        target["id"], target["school"], result.accepted, result.duplicates, skew,
+        result.device_id, result.school, result.accepted, result.duplicates,
+        result.skew,
     )  # fmt: skip
-    return result
 
 
 def _last_seq(device: dict[str, Any], report: Report) -> int | None:
@@ -210,11 +232,15 @@ def _device_update(
     return update
 
 
-def _counter_increments(result: IngestResult) -> list[tuple[str, dict[str, str], int]]:
-    increments = [("reports_received", {"result": "accepted"}, 1)]
+def counter_increments(
+    results: list[IngestResult],
+) -> list[tuple[str, dict[str, str], int]]:
+    """The counters' increments for stored reports (one upsert per counter)."""
+    increments = [("reports_received", {"result": "accepted"}, len(results))]
     for kind in KINDS:
         labels = {"kind": COUNTER_KIND[kind]}
-        stored, duplicate = result.accepted[kind], result.duplicates[kind]
+        stored = sum(result.accepted[kind] for result in results)
+        duplicate = sum(result.duplicates[kind] for result in results)
         increments.append(("samples_ingested", labels | {"outcome": "stored"}, stored))
         increments.append(
             ("samples_ingested", labels | {"outcome": "duplicate"}, duplicate)
@@ -647,3 +673,141 @@ def inventory_content_hash(sections: dict[str, Any]) -> str:
         content, ensure_ascii=False, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# Group commit -------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A report waiting for the writer, and the request's future for its result."""
+
+    device: dict[str, Any]
+    report: Report
+    received_at: datetime
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[IngestResult]
+
+    def settle(self, outcome: IngestResult | BaseException) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, outcome)
+
+
+def _settle(
+    future: asyncio.Future[IngestResult], outcome: IngestResult | BaseException
+) -> None:
+    if future.done():  # the request was cancelled (its client went away)
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class ReportWriter:
+    """Stores the reports of concurrent requests in shared transactions.
+
+    One thread takes every report waiting (up to ``max_batch``), stores each in a
+    savepoint of one transaction and commits them together: one disk sync for
+    the lot. A request gets its answer only after that commit, so an acknowledged
+    report is as durable as with a transaction of its own. A report whose storing
+    fails is undone alone and fails alone; a failed commit fails them all (nothing
+    of them is stored). Reports of one device arrive in order, one at a time, and
+    are stored in the order they were handed over. The thread starts with the
+    first report and ends after ``idle_seconds`` without any.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        config: Config,
+        max_batch: int = 128,
+        idle_seconds: float = 5.0,
+    ) -> None:
+        self.storage, self.config = storage, config
+        self.max_batch, self.idle_seconds = max_batch, idle_seconds
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def store(
+        self, device: dict[str, Any], report: Report, received_at: datetime
+    ) -> IngestResult:
+        """Store a report (as ``ingest_report``); return once it is committed."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(device, report, received_at, loop, loop.create_future())
+        with self._lock:
+            self._queue.put(pending)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="report-writer", daemon=True
+                )
+                self._thread.start()
+        return await pending.future
+
+    def close(self) -> None:
+        """Store what is waiting, then end the thread."""
+        with self._lock:
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            if batch:
+                self._write(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """The reports waiting (at least one); None when the thread should end."""
+        try:
+            first = self._queue.get(timeout=self.idle_seconds)
+        except queue.Empty:
+            with self._lock:
+                if self._queue.empty():
+                    self._thread = None
+                    return None
+            return []
+        batch = [first]
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get())
+        if None in batch:  # close(): store the others, then end
+            with self._lock:
+                self._thread = None
+            rest = [item for item in batch if item is not None]
+            if rest:
+                self._write(rest)
+            return None
+        return batch
+
+    def _write(self, batch: list[_Pending]) -> None:
+        outcomes: list[IngestResult | BaseException] = []
+        try:
+            with self.storage.transaction():
+                outcomes = [self._store(item) for item in batch]
+                stored = [o for o in outcomes if isinstance(o, IngestResult)]
+                if stored:
+                    self.storage.bump_counters(counter_increments(stored))
+        except BaseException as error:
+            for item in batch:
+                item.settle(error)
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
+                raise
+            return
+        for item, outcome in zip(batch, outcomes, strict=True):
+            item.settle(outcome)
+        for outcome in outcomes:
+            if isinstance(outcome, IngestResult):
+                log_report(outcome)
+
+    def _store(self, item: _Pending) -> IngestResult | Exception:
+        try:
+            with self.storage.savepoint():
+                return store_report(
+                    self.storage, item.device, item.report, item.received_at,
+                    self.config,
+                )  # fmt: skip
+        except TransactionLost:
+            raise
+        except Exception as error:  # a fault of the collector: that request's 500
+            return error

@@ -121,6 +121,10 @@ class StorageError(RuntimeError):
     """The database cannot be used as asked; the message says why."""
 
 
+class TransactionLost(StorageError):
+    """A savepoint could not be undone: the database ended the whole transaction."""
+
+
 @dataclass
 class ImportSummary:
     """What a registry import changed."""
@@ -1040,6 +1044,30 @@ class Storage:
     def counters(self) -> list[dict[str, Any]]:
         """Every counter: name, labels (dict), value."""
         return self._rows("SELECT * FROM counters ORDER BY name, labels")
+
+    # Parts of a transaction (group commit: ingest.ReportWriter) ----------------------
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Storage]:
+        """A part of this thread's write transaction that is undone alone when it
+        raises; the transaction goes on with the other parts.
+
+        Raises TransactionLost (from the part's error) when the database ended
+        the whole transaction instead (SQLite does so on some I/O errors).
+        """
+        if self._writer != threading.get_ident():
+            raise StorageError("a savepoint needs a write transaction on this thread")
+        self.db.execute("SAVEPOINT part")
+        try:
+            yield self
+        except BaseException as error:
+            try:
+                self.db.execute("ROLLBACK TO part")
+                self.db.execute("RELEASE part")
+            except sqlite3.Error as lost:
+                raise TransactionLost(f"the transaction was ended: {lost}") from error
+            raise
+        self.db.execute("RELEASE part")
 
 
 # Encoding ---------------------------------------------------------------------------
