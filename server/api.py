@@ -320,6 +320,7 @@ def _enroll(state: Any, request: EnrollRequest) -> EnrollAnswer:
 
 
 def _authenticate(storage: Storage, authorization: str | None) -> dict[str, Any]:
+    """The device of a live credential: id, school (``Storage.credential_owner``)."""
     credential = bearer_secret(authorization)
     if credential is None:
         raise ApiError(
@@ -327,7 +328,7 @@ def _authenticate(storage: Storage, authorization: str | None) -> dict[str, Any]
             "missing_credential",
             "no device credential; send 'Authorization: Bearer <credential>'",
         )
-    device = storage.device_by_credential(hash_secret(credential))
+    device = storage.credential_owner(hash_secret(credential))
     if device is None or not matches(credential, device["credential_hash"]):
         raise ApiError(
             401,

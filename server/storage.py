@@ -1045,7 +1045,16 @@ class Storage:
         """Every counter: name, labels (dict), value."""
         return self._rows("SELECT * FROM counters ORDER BY name, labels")
 
-    # Parts of a transaction (group commit: ingest.ReportWriter) ----------------------
+    # For the reports route: credentials, parts of a transaction --------------------
+
+    def credential_owner(self, credential_hash: str) -> dict[str, Any] | None:
+        """What checking a credential needs of its device: id, school,
+        credential_hash, credential_revoked_at (not the whole row)."""
+        return self._one(
+            "SELECT id, school, credential_hash, credential_revoked_at FROM devices "
+            "WHERE credential_hash = ?",
+            [credential_hash],
+        )
 
     @contextmanager
     def savepoint(self) -> Iterator[Storage]:
