@@ -688,19 +688,27 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[IngestResult]
 
-    def settle(self, outcome: IngestResult | BaseException) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, outcome)
+
+Outcome = IngestResult | BaseException
 
 
-def _settle(
-    future: asyncio.Future[IngestResult], outcome: IngestResult | BaseException
-) -> None:
-    if future.done():  # the request was cancelled (its client went away)
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _settle_all(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+    """Hand each request its outcome: one wake-up per event loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome]]] = {}
+    for item, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(item.loop, []).append((item, outcome))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[_Pending, Outcome]]) -> None:
+    for item, outcome in settled:
+        if item.future.done():  # the request was cancelled (its client went away)
+            continue
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
 
 
 class ReportWriter:
@@ -781,7 +789,7 @@ class ReportWriter:
         return batch
 
     def _write(self, batch: list[_Pending]) -> None:
-        outcomes: list[IngestResult | BaseException] = []
+        outcomes: list[Outcome] = []
         try:
             with self.storage.transaction():
                 outcomes = [self._store(item) for item in batch]
@@ -789,13 +797,12 @@ class ReportWriter:
                 if stored:
                     self.storage.bump_counters(counter_increments(stored))
         except BaseException as error:
-            for item in batch:
-                item.settle(error)
+            _settle_all(batch, [error] * len(batch))
             if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
                 raise
             return
-        for item, outcome in zip(batch, outcomes, strict=True):
-            item.settle(outcome)
+        _settle_all(batch, outcomes)
+        logger.debug("%d report(s) stored in one transaction", len(batch))
         for outcome in outcomes:
             if isinstance(outcome, IngestResult):
                 log_report(outcome)
