@@ -1045,7 +1045,7 @@ class Storage:
         """Every counter: name, labels (dict), value."""
         return self._rows("SELECT * FROM counters ORDER BY name, labels")
 
-    # For the reports route: credentials, parts of a transaction --------------------
+    # For ingest: credentials, identities, parts of a transaction ------------------
 
     def credential_owner(self, credential_hash: str) -> dict[str, Any] | None:
         """What checking a credential needs of its device: id, school,
@@ -1054,6 +1054,15 @@ class Storage:
             "SELECT id, school, credential_hash, credential_revoked_at FROM devices "
             "WHERE credential_hash = ?",
             [credential_hash],
+        )
+
+    def device_identity_texts(self) -> list[tuple[Any, ...]]:
+        """``device_identities`` as raw rows ``(id, school, identity JSON text,
+        conflict_reported)``, for a caller that keeps what it parsed by text."""
+        return self._tuples(
+            "SELECT d.id, d.school, d.identity, EXISTS (SELECT 1 FROM asset_events e "
+            "WHERE e.device = d.id AND e.kind = 'identity_conflict') "
+            "AS conflict_reported FROM devices d ORDER BY d.id"
         )
 
     @contextmanager
