@@ -118,10 +118,11 @@ class Signals:
         return cls.from_wire(identity_signals(sections))
 
     @cached_property
-    def values(self) -> dict[str, frozenset[str]]:
+    def values(self) -> dict[str, tuple[str, ...]]:
         """The comparable values of each weighted signal (an SMBIOS UUID in both byte
-        orders), worked out once per object: a scan compares every known device."""
-        return {name: _values_of(self, name) for name in WEIGHTS}
+        orders), worked out once per object: a scan compares every known device.
+        Tuples, not sets: parsed signals are kept for every device."""
+        return {name: tuple(_values_of(self, name)) for name in WEIGHTS}
 
     def to_wire(self) -> dict[str, Any]:
         """The design.md JSON shape, for storage."""
@@ -235,7 +236,9 @@ def _unshared(
     signals: Signals, shared: Mapping[str, frozenset[str]]
 ) -> dict[str, frozenset[str]]:
     """The values of ``signals`` that no two known devices share, by signal."""
-    values = {n: v - shared.get(n, frozenset()) for n, v in signals.values.items()}
+    values = {
+        n: frozenset(v) - shared.get(n, frozenset()) for n, v in signals.values.items()
+    }
     return {name: value for name, value in values.items() if value}
 
 
@@ -290,7 +293,7 @@ def shared_values(devices: Iterable[KnownDevice]) -> dict[str, frozenset[str]]:
     }
 
 
-def _held_twice(value_sets: Iterable[frozenset[str]]) -> frozenset[str]:
+def _held_twice(value_sets: Iterable[tuple[str, ...]]) -> frozenset[str]:
     counts = Counter(chain.from_iterable(value_sets))
     return frozenset(value for value, n in counts.items() if n > 1)
 
@@ -309,7 +312,7 @@ def _swap_bytes(group: str) -> str:
 
 
 def _values(signals: Signals, name: str) -> frozenset[str]:
-    return signals.values[name]
+    return frozenset(signals.values[name])
 
 
 def _values_of(signals: Signals, name: str) -> frozenset[str]:
