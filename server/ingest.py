@@ -1,11 +1,13 @@
 """What the collector does with an enrollment and with a report.
 
-``enroll_device`` and ``ingest_report`` are where the pure logic meets the database:
+``enroll_device`` and ``store_report`` are where the pure logic meets the database:
 identity (``identity.identify``) decides which device speaks, asset history
 (``assets``) turns inventories into events, ``clocks.place`` puts samples in
 collector time, ``speedtest.plausibility_flags`` marks impossible results and
 ``scheduling`` hands out speed tests. Everything one report changes happens in one
-transaction, committed before the collector answers.
+transaction (``ingest_report``) or in one savepoint of a transaction shared with the
+reports of other requests (``ReportWriter``, which the API uses), committed before
+the collector answers.
 """
 
 from __future__ import annotations
@@ -798,7 +800,7 @@ class ReportWriter:
         batch = [first]
         while len(batch) < self.max_batch and not self._queue.empty():
             batch.append(self._queue.get())
-        if None in batch:  # close(): store the others, then end
+        if any(item is None for item in batch):  # close(): store the rest, then end
             with self._lock:
                 self._thread = None
             rest = [item for item in batch if item is not None]

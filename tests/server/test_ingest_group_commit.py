@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from schoolmon.server.ingest import IngestResult, ReportWriter
+from schoolmon.server.ingest import IngestResult, ReportWriter, ingest_report
 from schoolmon.server.schemas import Report
 from schoolmon.server.storage import StorageError
 
@@ -137,3 +137,17 @@ def test_savepoint_needs_a_write_transaction(registered):
         registered.savepoint(),
     ):
         pass
+
+
+def test_a_report_alone_is_stored_and_counted_in_its_own_transaction(
+    registered, config, clock
+):
+    """ingest_report (no writer thread) stores and counts exactly like a batch."""
+    device = lab_device(registered, clock, "d_alone")
+    report = Report.model_validate(probes_report(clock(), range(3)))
+
+    result = ingest_report(registered, device, report, clock(), config)
+
+    assert (result.device_id, result.accepted["probes"]) == ("d_alone", 3)
+    assert stored_probes(registered) == [("d_alone", s) for s in range(3)]
+    assert counter(registered, "reports_received", '{"result":"accepted"}') == 1
