@@ -1,8 +1,9 @@
 """The reference for bench/ingest.py: the least a FastAPI endpoint can do with a report.
 
 It reads the whole POST body and answers 200 with a small JSON document, served by
-``uvicorn.run`` with the same defaults as ``schoolmon-server serve`` (access log on,
-h11, asyncio loop), so the gap to the collector is the collector's own work.
+``uvicorn.run`` with the same settings as ``schoolmon-server serve`` (no access log;
+httptools and uvloop, which the server extra installs and uvicorn picks by itself),
+so the gap to the collector is the collector's own work.
 
     python bench/bare_app.py --port 8500
 """
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False)
 
 
 if __name__ == "__main__":

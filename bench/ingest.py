@@ -11,14 +11,15 @@ software lists (bench/_district.py ``MIX``). Every connection sends as soon as i
 answered (closed loop), a device's reports in order on one connection. After the
 collector stops, every acknowledged sample is looked for in the database.
 
-The same requests then go to bench/bare_app.py under the same taskset: its rate is
-the ceiling of uvicorn and FastAPI on one core, and the generator's own CPU share
-shows it was not the limit.
+The same requests then go to bench/bare_app.py under the same taskset and the same
+uvicorn settings (printed): its rate is the ceiling of uvicorn and FastAPI on one
+core, and the generator's own CPU share shows it was not the limit.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ import sys
 from pathlib import Path
 
 import _district
+import uvicorn
 from _common import (
     LOAD_CORE,
     SERVER_CORE,
@@ -200,6 +202,7 @@ def print_figures(
         f"{args.connections} keep-alive connections (closed loop); "
         f"collector and bare app on core {SERVER_CORE}, generator on core {LOAD_CORE}"
     )
+    say(f"  server stack (both): {_server_stack()}")
     say(f"  mix: {_mix(prepared)}")
     say(
         f"  body: median {percentile(prepared.gzip_bytes, 0.5)} B gzip "
@@ -263,6 +266,14 @@ def _cpu_line(name: str, result: LoadResult) -> str:
         f"-> {ceiling:,.0f}/s/core",
         None,
     )
+
+
+def _server_stack() -> str:
+    """What uvicorn picks by itself here ("auto"), for the collector and the bare app
+    alike: httptools and uvloop when installed, else h11 and asyncio."""
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"uvicorn {uvicorn.__version__}, {http}, {loop}, no access log"
 
 
 def _mix(prepared: _district.Prepared) -> str:

@@ -53,9 +53,13 @@ def parse_wire(text: str) -> datetime:
 
 
 def to_storage(instant: datetime) -> str:
-    """Format an instant for the database: fixed width, so text order is time order."""
-    utc = _require_aware(instant).astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Format an instant for the database: fixed width, so text order is time order
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, always with microseconds)."""
+    if instant.tzinfo is not UTC:
+        instant = _require_aware(instant).astimezone(UTC)
+    # isoformat writes what strftime("%Y-%m-%dT%H:%M:%S.%fZ") did, in a third less
+    # time (and pads years before 1000 to four digits, which strftime did not).
+    return instant.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def from_storage(text: str | None) -> datetime | None:

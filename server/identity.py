@@ -40,6 +40,8 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
 from typing import Any
 
 from schoolmon.agent.inventory.normalize import (
@@ -114,6 +116,13 @@ class Signals:
     def from_sections(cls, sections: Mapping[str, Any]) -> Signals:
         """Recompute from inventory sections, as the collector does when it has them."""
         return cls.from_wire(identity_signals(sections))
+
+    @cached_property
+    def values(self) -> dict[str, tuple[str, ...]]:
+        """The comparable values of each weighted signal (an SMBIOS UUID in both byte
+        orders), worked out once per object: a scan compares every known device.
+        Tuples, not sets: parsed signals are kept for every device."""
+        return {name: tuple(_values_of(self, name)) for name in WEIGHTS}
 
     def to_wire(self) -> dict[str, Any]:
         """The design.md JSON shape, for storage."""
@@ -214,12 +223,30 @@ def identify(
         return _decision("same", credential, school, own, credential)
 
     own_id = credential.device_id if credential else None
-    others = [c for c in candidates if c.device_id != own_id]
+    mine = _unshared(incoming, shared)
+    others = [c for c in candidates if c.device_id != own_id and _holds_one_of(c, mine)]
     best = _best_match(incoming, others, shared, school)
     if best is not None:
         device, comparison = best
         return _decision("other_known", device, school, comparison, credential)
     return _new_machine(school, credential, own)
+
+
+def _unshared(
+    signals: Signals, shared: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """The values of ``signals`` that no two known devices share, by signal."""
+    values = {
+        n: frozenset(v) - shared.get(n, frozenset()) for n, v in signals.values.items()
+    }
+    return {name: value for name, value in values.items() if value}
+
+
+def _holds_one_of(device: KnownDevice, values: Mapping[str, frozenset[str]]) -> bool:
+    """True when the device holds one of ``values``. One that holds none matches on
+    no signal, so it cannot be corroborated: comparing it is left out."""
+    theirs = device.signals.values
+    return any(not mine.isdisjoint(theirs[name]) for name, mine in values.items())
 
 
 def _still_the_credential_device(own: Comparison) -> bool:
@@ -257,18 +284,18 @@ def compare(
 
 def shared_values(devices: Iterable[KnownDevice]) -> dict[str, frozenset[str]]:
     """Signal values held by more than one known device, per signal name."""
-    counters: dict[str, Counter[str]] = {name: Counter() for name in WEIGHTS}
-    seen: set[str] = set()
-    for device in devices:
-        if device.device_id in seen:
-            continue
-        seen.add(device.device_id)
-        for name in WEIGHTS:
-            counters[name].update(_values(device.signals, name))
+    unique: dict[str, Signals] = {}
+    for device in devices:  # a device listed twice counts once (its first listing)
+        unique.setdefault(device.device_id, device.signals)
     return {
-        name: frozenset(v for v, n in counter.items() if n > 1)
-        for name, counter in counters.items()
+        name: _held_twice(signals.values[name] for signals in unique.values())
+        for name in WEIGHTS
     }
+
+
+def _held_twice(value_sets: Iterable[tuple[str, ...]]) -> frozenset[str]:
+    counts = Counter(chain.from_iterable(value_sets))
+    return frozenset(value for value, n in counts.items() if n > 1)
 
 
 def uuid_forms(uuid: str) -> frozenset[str]:
@@ -285,6 +312,10 @@ def _swap_bytes(group: str) -> str:
 
 
 def _values(signals: Signals, name: str) -> frozenset[str]:
+    return frozenset(signals.values[name])
+
+
+def _values_of(signals: Signals, name: str) -> frozenset[str]:
     if name == "macs":
         return signals.macs
     value = getattr(signals, name)

@@ -1,20 +1,25 @@
 """What the collector does with an enrollment and with a report.
 
-``enroll_device`` and ``ingest_report`` are where the pure logic meets the database:
+``enroll_device`` and ``store_report`` are where the pure logic meets the database:
 identity (``identity.identify``) decides which device speaks, asset history
 (``assets``) turns inventories into events, ``clocks.place`` puts samples in
 collector time, ``speedtest.plausibility_flags`` marks impossible results and
 ``scheduling`` hands out speed tests. Everything one report changes happens in one
-transaction, committed before the collector answers.
+transaction (``ingest_report``) or in one savepoint of a transaction shared with the
+reports of other requests (``ReportWriter``, which the API uses), committed before
+the collector answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import queue
+import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 from schoolmon.server import clocks
@@ -44,15 +49,19 @@ from schoolmon.server.schemas import (
     Report,
     Speedtest,
 )
-from schoolmon.server.sessions import school_zone, session_intervals
+from schoolmon.server.sessions import day_sessions, school_zone
 from schoolmon.server.speedtest import MAX_LATENCY_SECONDS, plausibility_flags
-from schoolmon.server.storage import Storage
+from schoolmon.server.storage import Storage, TransactionLost
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("probes", "speedtests", "inventory")
 COUNTER_KIND = {"probes": "probe", "speedtests": "speedtest", "inventory": "inventory"}
 IDENTITY_SECTIONS = ("system", "network", "disks")
+# Parsed identity signals kept by stored JSON text: about 1.9 KB a device with the
+# text and comparable values (190 MB at 100,000 devices), started over beyond that.
+SIGNALS_CACHE_MAX = 100_000
+_signals_by_text: dict[str | None, Signals] = {}
 # Flag on a speed test an old agent sent as a success with zero throughput.
 ZERO_FIGURES_FLAG = "zero_figures_from_agent"
 
@@ -65,6 +74,8 @@ class IngestResult:
     """
 
     device_id: str | None = None
+    school: str | None = None
+    skew: float = 0.0
     last_seq: int | None = None
     accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     duplicates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -139,7 +150,22 @@ def _enrollment_values(
 
 def known_devices(storage: Storage) -> list[KnownDevice]:
     """Every stored device as identity sees it."""
-    return [_known(row) for row in storage.device_identities()]
+    return [
+        KnownDevice(device_id, school, _stored_signals(text), bool(conflict))
+        for device_id, school, text, conflict in storage.device_identity_texts()
+    ]
+
+
+def _stored_signals(text: str | None) -> Signals:
+    """The signals of a stored identity, parsed once per distinct JSON text (an
+    enrollment compares the PC with every device; the text decides the result)."""
+    signals = _signals_by_text.get(text)
+    if signals is None:
+        if len(_signals_by_text) >= SIGNALS_CACHE_MAX:
+            _signals_by_text.clear()
+        signals = Signals.from_wire(json.loads(text) if text else None)
+        _signals_by_text[text] = signals
+    return signals
 
 
 def _known(row: dict[str, Any]) -> KnownDevice:
@@ -161,7 +187,23 @@ def ingest_report(
     received_at: datetime,
     config: Config,
 ) -> IngestResult:
-    """Store a report of the credential's ``device`` exactly once; return what was new.
+    """Store a report of the credential's ``device`` exactly once, in a transaction
+    of its own; return what was new (``ReportWriter`` shares transactions)."""
+    with storage.transaction():
+        result = store_report(storage, device, report, received_at, config)
+        storage.bump_counters(counter_increments([result]))
+    log_report(result)
+    return result
+
+
+def store_report(
+    storage: Storage,
+    device: dict[str, Any],
+    report: Report,
+    received_at: datetime,
+    config: Config,
+) -> IngestResult:
+    """Store a report inside the caller's transaction; count it in no counter.
 
     The report is stored under the device its hardware says it comes from, which is
     not the credential's device for a cloned disk image or a restored state directory.
@@ -169,26 +211,27 @@ def ingest_report(
     result = IngestResult()
     with storage.transaction():
         target = _reporting_device(storage, device, report, received_at, result)
-        result.device_id = target["id"]
+        result.device_id, result.school = target["id"], target["school"]
         school = storage.school(target["school"]) or {}
         tests = _store_samples(storage, target, school, report, received_at, result)
         _ingest_inventory(storage, target, report.inventory, received_at, result)
-        skew = clocks.skew(report.sent_at, received_at)
+        result.skew = clocks.skew(report.sent_at, received_at)
         result.last_seq = _last_seq(target, report)
-        update = _device_update(report, received_at, skew) | {
-            "last_seq": result.last_seq
-        }
-        storage.update_device(target["id"], **update)
+        update = _device_update(report, received_at, result.skew)
+        storage.update_device(target["id"], **update, last_seq=result.last_seq)
         _schedule_speedtests(
             storage, target, school, tests, received_at, config, result
         )
-        storage.bump_counters(_counter_increments(result))
+    return result
 
+
+def log_report(result: IngestResult) -> None:
+    """The one INFO line of a stored (committed) report."""
     logger.info(
         "report from %s (%s): accepted %s, duplicates %s, skew %.1f s",
-        target["id"], target["school"], result.accepted, result.duplicates, skew,
+        result.device_id, result.school, result.accepted, result.duplicates,
+        result.skew,
     )  # fmt: skip
-    return result
 
 
 def _last_seq(device: dict[str, Any], report: Report) -> int | None:
@@ -211,11 +254,15 @@ def _device_update(
     return update
 
 
-def _counter_increments(result: IngestResult) -> list[tuple[str, dict[str, str], int]]:
-    increments = [("reports_received", {"result": "accepted"}, 1)]
+def counter_increments(
+    results: list[IngestResult],
+) -> list[tuple[str, dict[str, str], int]]:
+    """The counters' increments for stored reports (one upsert per counter)."""
+    increments = [("reports_received", {"result": "accepted"}, len(results))]
     for kind in KINDS:
         labels = {"kind": COUNTER_KIND[kind]}
-        stored, duplicate = result.accepted[kind], result.duplicates[kind]
+        stored = sum(result.accepted[kind] for result in results)
+        duplicate = sum(result.duplicates[kind] for result in results)
         increments.append(("samples_ingested", labels | {"outcome": "stored"}, stored))
         increments.append(
             ("samples_ingested", labels | {"outcome": "duplicate"}, duplicate)
@@ -417,7 +464,9 @@ def _probe_row(
     received_at: datetime,
     skew: float | None,
 ) -> dict[str, Any]:
-    row = sample.model_dump(mode="python")
+    # The fields as validated (a flat model without extras): what model_dump gives,
+    # without its cost on the five samples of every report.
+    row = dict(sample.__dict__)
     row |= {"device": device["id"], "school": device["school"]}
     row |= _placement(sample, report, received_at, skew)
     return row
@@ -571,13 +620,9 @@ def session_today(
     config: Config, school: dict[str, Any], now: datetime
 ) -> list[tuple[datetime, datetime]]:
     """The school's session intervals of its local day of ``now``, in UTC."""
-    zone = school_zone(config.sessions, school.get("timezone"))
-    day = now.astimezone(zone).date()
-    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-    return session_intervals(
-        config.sessions, start, end.astimezone(UTC), school.get("timezone")
-    )
+    timezone = school.get("timezone")
+    day = now.astimezone(school_zone(config.sessions, timezone)).date()
+    return day_sessions(config.sessions, day, timezone)
 
 
 # Inventory ----------------------------------------------------------------------------
@@ -652,3 +697,148 @@ def inventory_content_hash(sections: dict[str, Any]) -> str:
         content, ensure_ascii=False, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# Group commit -------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A report waiting for the writer, and the request's future for its result."""
+
+    device: dict[str, Any]
+    report: Report
+    received_at: datetime
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[IngestResult]
+
+
+Outcome = IngestResult | BaseException
+
+
+def _settle_all(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+    """Hand each request its outcome: one wake-up per event loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome]]] = {}
+    for item, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(item.loop, []).append((item, outcome))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[_Pending, Outcome]]) -> None:
+    for item, outcome in settled:
+        if item.future.done():  # the request was cancelled (its client went away)
+            continue
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
+
+
+class ReportWriter:
+    """Stores the reports of concurrent requests in shared transactions.
+
+    One thread takes every report waiting (up to ``max_batch``), stores each in a
+    savepoint of one transaction and commits them together: one disk sync for
+    the lot. A request gets its answer only after that commit, so an acknowledged
+    report is as durable as with a transaction of its own. A report whose storing
+    fails is undone alone and fails alone; a failed commit fails them all (nothing
+    of them is stored). Reports of one device arrive in order, one at a time, and
+    are stored in the order they were handed over. The thread starts with the
+    first report and ends after ``idle_seconds`` without any.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        config: Config,
+        max_batch: int = 128,
+        idle_seconds: float = 5.0,
+    ) -> None:
+        self.storage, self.config = storage, config
+        self.max_batch, self.idle_seconds = max_batch, idle_seconds
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def store(
+        self, device: dict[str, Any], report: Report, received_at: datetime
+    ) -> IngestResult:
+        """Store a report (as ``ingest_report``); return once it is committed."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(device, report, received_at, loop, loop.create_future())
+        with self._lock:
+            self._queue.put(pending)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="report-writer", daemon=True
+                )
+                self._thread.start()
+        return await pending.future
+
+    def close(self) -> None:
+        """Store what is waiting, then end the thread."""
+        with self._lock:
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            if batch:
+                self._write(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """The reports waiting (at least one); None when the thread should end."""
+        try:
+            first = self._queue.get(timeout=self.idle_seconds)
+        except queue.Empty:
+            with self._lock:
+                if self._queue.empty():
+                    self._thread = None
+                    return None
+            return []
+        batch = [first]
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get())
+        if any(item is None for item in batch):  # close(): store the rest, then end
+            with self._lock:
+                self._thread = None
+            rest = [item for item in batch if item is not None]
+            if rest:
+                self._write(rest)
+            return None
+        return batch
+
+    def _write(self, batch: list[_Pending]) -> None:
+        outcomes: list[Outcome] = []
+        try:
+            with self.storage.transaction():
+                outcomes = [self._store(item) for item in batch]
+                stored = [o for o in outcomes if isinstance(o, IngestResult)]
+                if stored:
+                    self.storage.bump_counters(counter_increments(stored))
+        except BaseException as error:
+            _settle_all(batch, [error] * len(batch))
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
+                raise
+            return
+        _settle_all(batch, outcomes)
+        logger.debug("%d report(s) stored in one transaction", len(batch))
+        for outcome in outcomes:
+            if isinstance(outcome, IngestResult):
+                log_report(outcome)
+
+    def _store(self, item: _Pending) -> IngestResult | Exception:
+        try:
+            with self.storage.savepoint():
+                return store_report(
+                    self.storage, item.device, item.report, item.received_at,
+                    self.config,
+                )  # fmt: skip
+        except TransactionLost:
+            raise
+        except Exception as error:  # a fault of the collector: that request's 500
+            return error

@@ -13,6 +13,11 @@ from zoneinfo import ZoneInfo
 from schoolmon.server.config import Period, SessionSettings, check_timezone
 
 Interval = tuple[datetime, datetime]
+DAY_CACHE_MAX = 4096
+# (id of the settings, time zone, local date) -> (the settings, that day's sessions).
+# Each entry holds its settings, so the id in its key cannot be reused meanwhile.
+_day_cache: dict[tuple[int, str | None, date], tuple[SessionSettings, list[Interval]]]
+_day_cache = {}
 
 
 def school_zone(sessions: SessionSettings, timezone: str | None = None) -> ZoneInfo:
@@ -51,6 +56,28 @@ def session_intervals(
             if lo < hi:
                 intervals.append((lo, hi))
     return _merge(sorted(intervals))
+
+
+def day_sessions(
+    sessions: SessionSettings, day: date, timezone: str | None = None
+) -> list[Interval]:
+    """Session intervals of the school's local ``day`` (midnight to midnight), in UTC.
+
+    Remembered per settings object, zone and day: every report asks for its
+    school's today, and the settings are frozen.
+    """
+    key = (id(sessions), timezone, day)
+    cached = _day_cache.get(key)
+    if cached is not None and cached[0] is sessions:
+        return list(cached[1])
+    zone = school_zone(sessions, timezone)
+    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    intervals = session_intervals(sessions, start, end.astimezone(UTC), timezone)
+    if len(_day_cache) >= DAY_CACHE_MAX:
+        _day_cache.clear()
+    _day_cache[key] = (sessions, intervals)
+    return list(intervals)
 
 
 def session_seconds(

@@ -160,6 +160,10 @@ class StorageError(RuntimeError):
     """The database cannot be used as asked; the message says why."""
 
 
+class TransactionLost(StorageError):
+    """A savepoint could not be undone: the database ended the whole transaction."""
+
+
 @dataclass
 class ImportSummary:
     """What a registry import changed."""
@@ -1097,11 +1101,6 @@ class Storage:
     def device(self, device_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM devices WHERE id = ?", [device_id])
 
-    def device_by_credential(self, credential_hash: str) -> dict[str, Any] | None:
-        return self._one(
-            "SELECT * FROM devices WHERE credential_hash = ?", [credential_hash]
-        )
-
     def devices(self, school: str | None = None) -> list[dict[str, Any]]:
         """All devices, or those of one school, by id."""
         if school is None:
@@ -1224,9 +1223,7 @@ class Storage:
             f"VALUES ({', '.join('?' for _ in columns)}) "
             "ON CONFLICT (device, run, seq) DO NOTHING"
         )
-        params = [
-            [_encode_value(name, row.get(name)) for name in columns] for row in rows
-        ]
+        params = _encoded_rows(columns, rows)
         with self.transaction():
             return self._execute_many(sql, params)
 
@@ -1447,17 +1444,6 @@ class Storage:
             [device_id, school, kind, _json(detail), to_storage(at)],
         )
 
-    def device_identities(self) -> list[dict[str, Any]]:
-        """Every device's id, school and identity signals, by id.
-
-        ``conflict_reported`` is 1 once an identity_conflict event names the device.
-        """
-        return self._rows(
-            "SELECT d.id, d.school, d.identity, CASE WHEN EXISTS (SELECT 1 FROM "
-            "asset_events e WHERE e.device = d.id AND e.kind = 'identity_conflict') "
-            "THEN 1 ELSE 0 END AS conflict_reported FROM devices d ORDER BY d.id"
-        )
-
     def speedtest_state(self, school: str) -> dict[str, Any] | None:
         """A school's speed-test slot state row: school, version, state (JSON text)."""
         return self._one("SELECT * FROM speedtest_state WHERE school = ?", [school])
@@ -1609,6 +1595,50 @@ class Storage:
                     [device, cycle_key],
                 )
 
+    # For ingest: credentials, identities, parts of a transaction ------------------
+
+    def credential_owner(self, credential_hash: str) -> dict[str, Any] | None:
+        """What checking a credential needs of its device: id, school,
+        credential_hash, credential_revoked_at (not the whole row)."""
+        return self._one(
+            "SELECT id, school, credential_hash, credential_revoked_at FROM devices "
+            "WHERE credential_hash = ?",
+            [credential_hash],
+        )
+
+    def device_identity_texts(self) -> list[tuple[Any, ...]]:
+        """Every device's identity as raw rows ``(id, school, identity JSON text,
+        conflict_reported)`` by id, for a caller that keeps what it parsed by text;
+        ``conflict_reported`` is 1 once an identity_conflict event names the
+        device."""
+        return self._tuples(
+            "SELECT d.id, d.school, d.identity, CASE WHEN EXISTS (SELECT 1 FROM "
+            "asset_events e WHERE e.device = d.id AND e.kind = 'identity_conflict') "
+            "THEN 1 ELSE 0 END AS conflict_reported FROM devices d ORDER BY d.id"
+        )
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Storage]:
+        """A part of this thread's write transaction that is undone alone when it
+        raises; the transaction goes on with the other parts.
+
+        Raises TransactionLost (from the part's error) when the database ended
+        the whole transaction instead (SQLite does so on some I/O errors).
+        """
+        if self._writer != threading.get_ident():
+            raise StorageError("a savepoint needs a write transaction on this thread")
+        self.db.execute("SAVEPOINT part")
+        try:
+            yield self
+        except BaseException as error:
+            try:
+                self.db.execute("ROLLBACK TO part")
+                self.db.execute("RELEASE part")
+            except (sqlite3.Error, psycopg.Error) as lost:
+                raise TransactionLost(f"the transaction was ended: {lost}") from error
+            raise
+        self.db.execute("RELEASE part")
+
 
 # Encoding ---------------------------------------------------------------------------
 
@@ -1627,6 +1657,30 @@ def _encode_value(name: str, value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+def _encoded_rows(
+    columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> list[list[Any]]:
+    """``_encode_value`` of every column of every row, with each column's encoder
+    chosen once for all rows (samples are written by the thousand)."""
+    encoders = [
+        (name, _encode_json if name in JSON_COLUMNS else _encode_scalar)
+        for name in columns
+    ]
+    return [[encode(row.get(name)) for name, encode in encoders] for row in rows]
+
+
+def _encode_json(value: Any) -> Any:
+    return None if value is None else _json(value)
+
+
+def _encode_scalar(value: Any) -> Any:
+    if value is None or type(value) in _PLAIN:
+        return value
+    if isinstance(value, datetime):
+        return to_storage(value)
+    return int(value) if isinstance(value, bool) else value
 
 
 def _encode(row: dict[str, Any]) -> dict[str, Any]:

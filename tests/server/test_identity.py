@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from schoolmon.server.assets import AssetEvent
 from schoolmon.server.identity import (
     Decision,
     KnownDevice,
     Signals,
+    compare,
     identify,
+    shared_values,
     uuid_forms,
 )
 
@@ -370,4 +374,60 @@ def test_credential_device_without_stored_signals_is_trusted():
         score=0,
         reasons=(),
         credential_device_id="d_a",
+    )
+
+
+# Few values per signal, so that devices share some: batch serials, cloned images.
+_SIGNAL_VALUES = {
+    "machine_id": st.sampled_from([None, "m1", "m2", "m3"]),
+    "smbios_uuid": st.sampled_from(
+        [None, "03000200-0400-0500-0006-000700080009", "00020003-0004-0005-0006-0007"]
+    ),
+    "system_serial": st.sampled_from([None, "SN1", "SN2", "SN3"]),
+    "board_serial": st.sampled_from([None, "BS1", "BS2"]),
+    "disk_serial": st.sampled_from([None, "D1", "D2", "D3", "D4"]),
+    "macs": st.lists(
+        st.sampled_from(
+            ["AA:00:00:00:00:01", "AA:00:00:00:00:02", "AA:00:00:00:00:03"]
+        ),
+        max_size=2,
+    ),
+}
+_signals = st.fixed_dictionaries(_SIGNAL_VALUES).map(Signals.from_wire)
+
+
+def _compared_with_every_device(
+    incoming: Signals, school: str, candidates: list[KnownDevice]
+) -> str | None:
+    """The recognised device by comparing with every candidate, as identify did
+    before it left out those holding none of the incoming values."""
+    shared = shared_values(candidates)
+    scored = [(compare(incoming, c, shared), c) for c in candidates]
+    kept = [(s, c) for s, c in scored if s.score > 0 and s.corroborated]
+    if not kept:
+        return None
+    return max(kept, key=lambda pair: (pair[0].score, pair[1].school == school))[
+        1
+    ].device_id
+
+
+@given(
+    incoming=_signals,
+    known_signals=st.lists(_signals, max_size=8),
+    schools=st.lists(st.sampled_from(["C01", "C02"]), min_size=8, max_size=8),
+)
+def test_enrollment_recognises_what_a_comparison_with_every_device_does(
+    incoming, known_signals, schools
+):
+    """Leaving out devices that hold none of the incoming values changes no
+    decision: such a device matches on no signal and cannot be corroborated."""
+    candidates = [
+        KnownDevice(f"d_{n}", schools[n], signals)
+        for n, signals in enumerate(known_signals)
+    ]
+
+    decision = identify(incoming, school="C01", candidates=candidates)
+
+    assert decision.device_id == _compared_with_every_device(
+        incoming, "C01", candidates
     )

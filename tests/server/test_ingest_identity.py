@@ -20,6 +20,8 @@ from schoolmon.agent.outbox import Item
 from schoolmon.agent.report import build_report
 from schoolmon.server.auth import hash_secret
 from schoolmon.server.clock import to_wire
+from schoolmon.server.identity import KnownDevice, Signals
+from schoolmon.server.ingest import known_devices
 
 from tests.support.collector import probe_json
 
@@ -426,4 +428,29 @@ def test_simulator_scenarios_produce_their_asset_events(
                 "component_removed": 1,
             }
         ),
+    )
+
+
+def test_known_devices_follow_a_stored_identity_change(registered, clock):
+    """Signals are parsed once per stored text: a device whose identity changes
+    (a replaced disk) is seen with its new signals, and one without any has none."""
+    old = {"disk_serial": "WD-OLD-1", "macs": ["B8:AC:6F:11:22:01"]}
+    new = {"disk_serial": "WD-NEW-2", "macs": ["B8:AC:6F:11:22:01"]}
+    for device_id, identity in (("d_a", old), ("d_b", None)):
+        registered.add_device(
+            {"id": device_id, "school": "C02", "role": "lab", "identity": identity}
+            | {"credential_hash": f"hash-{device_id}", "enrolled_at": clock()}
+        )
+    before = known_devices(registered)
+    registered.update_device("d_a", identity=new)
+
+    assert (before, known_devices(registered)) == (
+        [
+            KnownDevice("d_a", "C02", Signals.from_wire(old)),
+            KnownDevice("d_b", "C02", Signals()),
+        ],
+        [
+            KnownDevice("d_a", "C02", Signals.from_wire(new)),
+            KnownDevice("d_b", "C02", Signals()),
+        ],
     )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from schoolmon.server.config import Config, config_from_mapping
-from schoolmon.server.sessions import in_session, session_intervals, session_seconds
+from schoolmon.server.sessions import (
+    day_sessions,
+    in_session,
+    session_intervals,
+    session_seconds,
+)
 
 
 def utc(*parts: int) -> datetime:
@@ -107,3 +112,26 @@ def test_a_local_day_that_starts_the_previous_utc_day():
 def test_an_empty_window_has_no_intervals():
     """A window whose end is not after its start holds nothing."""
     assert session_intervals(SESSIONS, utc(2026, 12, 1, 3), utc(2026, 12, 1, 3)) == []
+
+
+def test_day_sessions_are_the_local_day_of_session_intervals():
+    """A local day's sessions, asked twice (the second from the cache), are the
+    intervals between its local midnights."""
+    midnight, next_midnight = utc(2026, 11, 30, 17), utc(2026, 12, 1, 17)
+    expected = session_intervals(SESSIONS, midnight, next_midnight)
+
+    assert day_sessions(SESSIONS, date(2026, 12, 1)) == expected
+    assert day_sessions(SESSIONS, date(2026, 12, 1)) == expected
+
+
+def test_day_sessions_follow_the_settings_they_are_given():
+    """Other settings (a holiday) on the same day give their own answer."""
+    holiday = config_from_mapping({"sessions": {"holidays": ["2026-12-01"]}}).sessions
+
+    assert day_sessions(SESSIONS, date(2026, 12, 1)) != []
+    assert day_sessions(holiday, date(2026, 12, 1)) == []
+    assert day_sessions(SESSIONS, date(2026, 12, 1), "Europe/Paris") == (
+        session_intervals(
+            SESSIONS, utc(2026, 11, 30, 23), utc(2026, 12, 1, 23), "Europe/Paris"
+        )
+    )
