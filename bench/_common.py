@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,6 +182,28 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary directory removed on exit, whatever happens."""
     with tempfile.TemporaryDirectory(prefix=f"schoolmon-{prefix}-") as name:
         yield Path(name)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster from Debian's packages (the tests' own,
+    ``tests/support/postgres.py``) with one empty database; yield its URL."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.support.postgres import Cluster, binaries
+
+    bin_dir = binaries()
+    if bin_dir is None:
+        raise BenchError("PostgreSQL is not installed (Debian package postgresql)")
+    with tempfile.TemporaryDirectory(prefix="schoolmon-bench-pg-") as name:
+        if os.getuid() == 0:
+            shutil.chown(name, "postgres", "postgres")
+        cluster = Cluster(bin_dir, Path(name))
+        cluster.start()
+        try:
+            yield cluster.create_database()
+        finally:
+            cluster.stop()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """Ingest throughput: one collector process on one core, against a bare FastAPI app.
 
     python bench/ingest.py [--reports 20000] [--connections 32] [--quick]
+                           [--postgres]
 
-A real collector (``python -m schoolmon.server serve``, SQLite) runs under
+A real collector (``python -m schoolmon.server serve``, SQLite; with ``--postgres``
+a database of a throwaway PostgreSQL cluster, whose server runs unpinned) runs under
 ``taskset -c 0``; this process, the load generator, runs on core 1. The simulated
 district (sample registry, ~1,100 reporting PCs) enrolls through the API, sends its
 first cycle (full inventories, speed tests) as warm-up, then the timed reports: one
@@ -19,15 +21,19 @@ core, and the generator's own CPU share shows it was not the limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
 import math
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import _district
+import psycopg
 import uvicorn
 from _common import (
     LOAD_CORE,
@@ -43,12 +49,13 @@ from _common import (
     percentile,
     pin_self,
     pinned,
+    postgres_database,
     profiled,
     say,
     scratch_dir,
     server_process,
 )
-from schoolmon.server import simulate
+from schoolmon.server import pg, simulate
 from schoolmon.server.clock import utcnow
 
 logger = logging.getLogger(__name__)
@@ -65,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     pin_self(LOAD_CORE)
     try:
-        with scratch_dir("ingest") as tmp:
-            collector, bare, durable, prepared = measure(args, tmp)
+        with scratch_dir("ingest") as tmp, _database(args, tmp) as db:
+            collector, bare, durable, prepared = measure(args, tmp, db)
     except BenchError as error:
         say(f"ingest benchmark failed: {error}")
         return 1
@@ -82,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="store in a throwaway PostgreSQL cluster instead of a SQLite file",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="write py-spy collapsed stacks of the collector's timed phase here",
@@ -89,11 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _database(args: argparse.Namespace, tmp: Path) -> Iterator[Path | str]:
+    if not args.postgres:
+        yield tmp / "collector.sqlite3"
+        return
+    with postgres_database() as url:
+        yield url
+
+
 def measure(
-    args: argparse.Namespace, tmp: Path
+    args: argparse.Namespace, tmp: Path, db: Path | str
 ) -> tuple[LoadResult, LoadResult, dict[str, tuple[int, int]], _district.Prepared]:
     """Run both phases; return the collector's and the bare app's results."""
-    db, port = tmp / "collector.sqlite3", free_port()
+    port = free_port()
     schools = _district.district_schools(args.schools)
     tokens = _district.register(db, schools, utcnow())
     district, options = _build(schools, args)
@@ -155,7 +176,9 @@ def _checked(result: LoadResult, phase: str, log: str) -> LoadResult:
     return result
 
 
-def _durability(db: Path, results: list[LoadResult]) -> dict[str, tuple[int, int]]:
+def _durability(
+    db: Path | str, results: list[LoadResult]
+) -> dict[str, tuple[int, int]]:
     """Acknowledged vs stored, per kind, read after the collector stopped.
 
     Inventories count devices: each device that had one acknowledged must have a
@@ -163,7 +186,7 @@ def _durability(db: Path, results: list[LoadResult]) -> dict[str, tuple[int, int
     changed, so snapshots do not count acknowledgements).
     """
     tables = {"probes": "probe_samples", "speedtests": "speedtests"}
-    with sqlite3.connect(db) as conn:
+    with _connect(db) as conn:
         durable = {
             kind: (
                 sum(r.accepted(kind) for r in results),
@@ -175,6 +198,13 @@ def _durability(db: Path, results: list[LoadResult]) -> dict[str, tuple[int, int
         stored = {row[0] for row in conn.execute("SELECT device FROM inventories")}
     durable["inventory"] = (len(devices), len(devices & stored))
     return durable
+
+
+def _connect(db: Path | str) -> Any:
+    """A plain connection to the bench's database, whichever the backend."""
+    if pg.is_url(str(db)):
+        return psycopg.connect(str(db), autocommit=True)
+    return contextlib.closing(sqlite3.connect(db))
 
 
 def _inventory_devices(results: list[LoadResult]) -> set[str]:
@@ -203,6 +233,8 @@ def print_figures(
         f"collector and bare app on core {SERVER_CORE}, generator on core {LOAD_CORE}"
     )
     say(f"  server stack (both): {_server_stack()}")
+    database = "PostgreSQL" if args.postgres else "SQLite (WAL, synchronous=FULL)"
+    say(f"  collector's database: {database}")
     say(f"  mix: {_mix(prepared)}")
     say(
         f"  body: median {percentile(prepared.gzip_bytes, 0.5)} B gzip "
