@@ -55,7 +55,7 @@ from schoolmon.server.auth import hash_secret
 from schoolmon.server.clock import to_storage, utcnow
 from schoolmon.server.ingest import inventory_content_hash
 from schoolmon.server.schemas import Section
-from schoolmon.server.storage import PROBE_COLUMNS
+from schoolmon.server.storage import PROBE_COLUMNS, facts_json
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +221,9 @@ def _synthetic_row(code: str, n: int) -> dict[str, Any]:
     }
 
 
-def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str]]:
-    """Stored inventories (hash, sections JSON) of simulated PCs, via ingest code."""
+def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str, str]]:
+    """Stored inventories (hash, sections JSON, device facts JSON) of simulated
+    PCs, via ingest and storage code."""
     school = simulate.synthetic_schools(["T0"], seed)
     options = simulate.SimOptions(seed=seed, pcs_per_school=20)
     district = simulate.build_district(school, options, now)
@@ -237,7 +238,7 @@ def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str]]:
         }
         merged = merge_sections(None, received)
         templates.append((inventory_content_hash(merged), merged))
-    return [(h, canonical_json(sections)) for h, sections in templates]
+    return [(h, canonical_json(s), facts_json(s)) for h, s in templates]
 
 
 def canonical_json(value: Any) -> str:
@@ -249,12 +250,12 @@ def _add_devices(
     conn: sqlite3.Connection,
     codes: list[str],
     per_school: int,
-    templates: list[tuple[str, str]],
+    templates: list[tuple[str, str, str]],
     now: datetime,
 ) -> list[tuple[str, str, str]]:
     rng = random.Random(5)
     enrolled = to_storage(now - timedelta(days=90))
-    devices, device_rows, inventory_rows = [], [], []
+    devices, device_rows, inventory_rows, fact_rows = [], [], [], []
     for code in codes:
         for index in range(per_school):
             device = f"d_{code}_{index:02d}"
@@ -274,8 +275,9 @@ def _add_devices(
                     "0.1.0",
                 )
             )
-            inventory_hash, sections = templates[index % len(templates)]
+            inventory_hash, sections, facts = templates[index % len(templates)]
             inventory_rows.append((device, inventory_hash, sections, seen))
+            fact_rows.append((device, inventory_hash, facts))
             devices.append((device, code, f"{rng.getrandbits(32):08x}"))
     conn.executemany(
         "INSERT INTO devices (id, school, role, hostname, identity, credential_hash, "
@@ -287,6 +289,9 @@ def _add_devices(
         "INSERT INTO inventories (device, hash, sections, received_at) "
         "VALUES (?, ?, ?, ?)",
         inventory_rows,
+    )
+    conn.executemany(
+        "INSERT INTO device_facts (device, hash, facts) VALUES (?, ?, ?)", fact_rows
     )
     return devices
 

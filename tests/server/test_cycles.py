@@ -14,6 +14,7 @@ from schoolmon.server.figures import computed_figures, school_figures
 from schoolmon.server.storage import SCHEMA_VERSION, Storage, schema_version
 
 SCHEMA_4 = (
+    "DROP TABLE device_facts",
     "ALTER TABLE speedtests DROP COLUMN message",
     "DROP INDEX inventories_content",
     "DROP TRIGGER probe_cycles_follow_samples",
@@ -169,7 +170,7 @@ def test_migration_fills_the_table_from_stored_samples(db_path: Path, clock):
         backfilled
         == (SCHEMA_VERSION, cycles(migrated))
         == (
-            6,
+            7,
             [
                 (
                     "d_1",

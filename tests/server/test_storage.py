@@ -34,6 +34,7 @@ def test_new_database_is_durable_wal_at_the_latest_schema(storage):
         [
             "asset_events",
             "counters",
+            "device_facts",
             "devices",
             "enrollment_tokens",
             "inventories",
@@ -141,3 +142,55 @@ def test_counters_add_up_and_survive_reopening(registered, db_path):
         {"name": "reports_received", "labels": {"result": "accepted"}, "value": 5}
     ]
     reopened.close()
+
+
+def _inventory_sections() -> dict:
+    """A stored inventory: the fact fields, others beside them, a failed section."""
+    return {
+        "system": {"status": "ok", "data": {"hostname": "LAB-01", "bios_date": "2019"}},
+        "cpu": {"status": "ok", "data": {"logical_cores": 4, "model": "i5"}},
+        "memory": {"status": "ok", "data": {"installed_bytes": 8 * 2**30}},
+        "disks": {
+            "status": "ok",
+            "data": {"physical": [{"index": 0, "size_bytes": 256 * 10**9}]},
+        },
+        "os": {"status": "error", "data": None},
+        "software": {"status": "ok", "data": {"packages": [{"name": "x"}] * 50}},
+    }
+
+
+def test_migration_7_fills_device_facts_as_saving_an_inventory_does(
+    registered, db_path, clock
+):
+    """A database at schema 6 gets each stored inventory's facts, the same ones
+    ``save_inventory`` keeps, and the figures read them without the inventory."""
+    sections = _inventory_sections()
+    registered.add_device(
+        {"id": "d_1", "school": "C01", "role": "lab", "credential_hash": "h"}
+        | {"enrolled_at": clock()}
+    )
+    registered.save_inventory("d_1", "abc", sections, clock(), snapshot=True)
+    saved = registered.db.execute("SELECT * FROM device_facts").fetchall()
+    registered.db.execute("DROP TABLE device_facts")
+    registered.db.execute("DELETE FROM schema_version WHERE version = 7")
+    registered.close()
+
+    migrated = Storage(db_path)
+
+    assert (
+        schema_version(migrated.db),
+        migrated.db.execute("SELECT * FROM device_facts").fetchall(),
+        migrated.inventory_facts(),
+    ) == (
+        SCHEMA_VERSION,
+        saved,
+        {
+            "d_1": {
+                "system": {"bios_date": "2019"},
+                "cpu": {"logical_cores": 4},
+                "memory": {"installed_bytes": 8 * 2**30},
+                "disks": {"physical": [{"index": 0, "size_bytes": 256 * 10**9}]},
+            }
+        },
+    )
+    migrated.close()
