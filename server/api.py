@@ -91,7 +91,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        app.state.registry.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(app.state.registry.stop)
         requests.flush(storage)
 
     app = FastAPI(

@@ -11,11 +11,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from schoolmon.server.config import config_from_mapping
-from schoolmon.server.metrics import new_registry, render
+from schoolmon.server.figures import school_figures
+from schoolmon.server.metrics import SCHOOL_GAUGES, new_registry, render
 from schoolmon.server.policy import GIB, NONCOMPLIANT_REASONS
 from schoolmon.server.storage import Storage
 
 from tests.support.collector import enroll, probe_json, report_json, wire_time
+from tests.support.waiting import wait_until
 
 NAME = re.compile(r"^schoolmon_[a-z][a-z0-9_]*[a-z0-9]$")
 
@@ -531,3 +533,56 @@ def test_http_requests_are_counted_by_route_and_written_at_each_scrape(
             ): 1,
         }
     )
+
+
+def _plain(value: float) -> Any:
+    return "NaN" if math.isnan(value) else value
+
+
+def test_whole_exposition_parses_and_agrees_with_the_figures(
+    http, registered, config, clock
+):
+    """The text written without prometheus_client's families parses whole, and every
+    one-value-per-school family holds the figures' values."""
+    report_once(http, registered, clock)
+
+    text = http.get("/metrics").text
+    families = list(text_string_to_metric_families(text))
+    figures = school_figures(registered, config, clock())
+
+    exported = {
+        name: samples(text, f"schoolmon_{name}") for name, _, _ in SCHOOL_GAUGES
+    }
+    expected = {
+        name: {(("school", code),): _plain(value(f)) for code, f in figures.items()}
+        for name, _, value in SCHOOL_GAUGES
+    }
+    # info, 14 gauges, 7 labelled, asset events, district, thresholds, 3 per
+    # device, 3 own counters
+    assert (len(families), exported) == (31, expected)
+
+
+def test_running_exporter_serves_kept_figures_with_fresh_counters(registered, clock):
+    """While the refresher runs, a scrape serves the figures it kept (until the next
+    refresh) beside the counters as they are now; stopped, it computes again."""
+    config = config_from_mapping({"metrics": {"refresh_seconds": 3600}})
+    exporter = new_registry(registered, config, clock)
+    exporter.start()
+    wait_until(lambda: exporter.kept_at, message="the refresher kept no figures")
+    clock.advance(hours=12)  # out of session
+    registered.bump_counters([("reports_received", {"result": "accepted"}, 3)])
+
+    def seen(text: str) -> tuple[Any, Any]:
+        return (
+            samples(text, "schoolmon_school_in_session")[(("school", "C01"),)],
+            samples(text, "schoolmon_reports_received")[(("result", "accepted"),)],
+        )
+
+    kept = seen(render(exporter).decode())
+    exporter.refresh()
+    refreshed = seen(render(exporter).decode())
+    exporter.stop()
+    clock.advance(hours=12)  # in session again
+    stopped = seen(render(exporter).decode())
+
+    assert (kept, refreshed, stopped) == ((1.0, 3.0), (0.0, 3.0), (1.0, 3.0))
