@@ -91,7 +91,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.registry.start()
+        app.state.registry.start(functools.partial(requests.flush, storage))
         try:
             yield
         finally:
@@ -277,7 +277,10 @@ def _add_agent_routes(app: FastAPI) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        state.requests.flush(state.storage)
+        # Request counts reach the database before Prometheus sees them: here, or
+        # (while the refresher runs) at each refresh, the scrape costing no write.
+        if not state.registry.running:
+            state.requests.flush(state.storage)
         return Response(render(state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -492,8 +495,10 @@ class PendingRequests:
     """Request counts not yet written to the database.
 
     Agents probe /healthz every cycle; writing each request would cost a disk sync.
-    Counts are written at each scrape (and at shutdown), so what Prometheus has seen
-    is always in the database and the counter never goes backwards.
+    Counts are written at each scrape, or at each refresh of the figures while the
+    metrics refresher runs (``metrics.MetricsExporter``), and at shutdown, so what
+    Prometheus has seen is always in the database and the counter never goes
+    backwards.
     """
 
     def __init__(self) -> None:

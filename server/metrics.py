@@ -256,29 +256,32 @@ class MetricsExporter:
     so a scrape right after a report sees it. ``start`` runs a daemon thread that
     computes them at once and then every ``metrics.refresh_seconds``, on the
     storage's read connections (never the writers' lock); ``render`` then serves
-    the last text, which is at most that old plus one computation, and computes
-    only when none was made yet. The collector's own counters are read at every
-    render: they are one small table.
+    the last result, at most that old plus one computation, and computes only when
+    none was made yet. The collector's own counters are read from the database at
+    every render (one small table).
     """
 
     def __init__(self, storage: Storage, config: Config, clock: Clock) -> None:
         self.storage, self.config, self.clock = storage, config, clock
-        self._kept: str | None = None
+        self._kept: bytes | None = None
         self.kept_at: datetime | None = None
-        """The clock's instant of the kept text (None before the first)."""
+        """The clock's instant of the kept figures (None before the first)."""
         self._compute = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._before: Callable[[], None] | None = None
 
     @property
     def running(self) -> bool:
         """Whether the refresher thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
-        """Start the refresher thread (once)."""
+    def start(self, before_refresh: Callable[[], None] | None = None) -> None:
+        """Start the refresher thread (once); it calls ``before_refresh`` before
+        each computation (the app writes its pending request counts there)."""
         if self._thread is not None:
             return
+        self._before = before_refresh
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._refresh_loop, name="metrics-refresher", daemon=True
@@ -286,7 +289,7 @@ class MetricsExporter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the refresher thread and forget the kept text."""
+        """Stop the refresher thread and forget the kept figures."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
@@ -295,11 +298,13 @@ class MetricsExporter:
 
     def render(self) -> bytes:
         """The whole exposition in the Prometheus text format 0.0.4."""
-        counters = counter_text(self.storage.counters())
-        return (self._figures_text() + counters).encode("utf-8")
+        figures = self._figures_bytes()
+        return figures + counter_text(self.storage.counters()).encode("utf-8")
 
     def refresh(self) -> None:
-        """Compute the figures' text now and keep it."""
+        """Compute the figures now and keep them."""
+        if self._before is not None:
+            self._before()
         with self._compute:
             self._keep()
 
@@ -321,15 +326,16 @@ class MetricsExporter:
         )
         return "".join(parts)
 
-    def _keep(self) -> str:
+    def _keep(self) -> bytes:
         now = self.clock()
-        self._kept, self.kept_at = self.figures_text(now), now
+        self._kept = self.figures_text(now).encode("utf-8")
+        self.kept_at = now
         return self._kept
 
-    def _figures_text(self) -> str:
+    def _figures_bytes(self) -> bytes:
         kept = self._kept
         if not self.running:
-            return self.figures_text(self.clock())
+            return self.figures_text(self.clock()).encode("utf-8")
         if kept is not None:
             return kept
         with self._compute:  # the refresher's first computation may be under way
