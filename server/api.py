@@ -37,7 +37,7 @@ from schoolmon.server.figures import (
     window_json,
 )
 from schoolmon.server.ingest import enroll_device, ingest_report, mend_legacy_report
-from schoolmon.server.metrics import new_registry, render
+from schoolmon.server.metrics import accepts_gzip, new_registry, render
 from schoolmon.server.schemas import (
     EnrollAnswer,
     EnrollRequest,
@@ -276,12 +276,17 @@ def _add_agent_routes(app: FastAPI) -> None:
         return HEALTH
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
         # Request counts reach the database before Prometheus sees them: here, or
         # (while the refresher runs) at each refresh, the scrape costing no write.
         if not state.registry.running:
             state.requests.flush(state.storage)
-        return Response(render(state.registry), media_type=CONTENT_TYPE_LATEST)
+        gzipped = accepts_gzip(request.headers.get("accept-encoding"))
+        headers = {"Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        body = render(state.registry, gzipped)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)
 
 
 def _enroll(state: Any, request: EnrollRequest) -> EnrollAnswer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import re
@@ -9,10 +10,11 @@ import subprocess
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from schoolmon.server.config import config_from_mapping
 from schoolmon.server.figures import school_figures
-from schoolmon.server.metrics import SCHOOL_GAUGES, new_registry, render
+from schoolmon.server.metrics import SCHOOL_GAUGES, accepts_gzip, new_registry, render
 from schoolmon.server.policy import GIB, NONCOMPLIANT_REASONS
 from schoolmon.server.storage import Storage
 
@@ -579,10 +581,56 @@ def test_running_exporter_serves_kept_figures_with_fresh_counters(registered, cl
         )
 
     kept = seen(render(exporter).decode())
+    whole_gzip = gzip.decompress(render(exporter, gzipped=True)) == render(exporter)
     exporter.refresh()
     refreshed = seen(render(exporter).decode())
     exporter.stop()
     clock.advance(hours=12)  # in session again
     stopped = seen(render(exporter).decode())
 
-    assert (kept, refreshed, stopped) == ((1.0, 3.0), (0.0, 3.0), (1.0, 3.0))
+    assert (kept, whole_gzip, refreshed, stopped) == (
+        (1.0, 3.0),
+        True,
+        (0.0, 3.0),
+        (1.0, 3.0),
+    )
+
+
+def test_scrape_is_gzip_when_the_client_accepts_it(http, registered, clock):
+    """A client accepting gzip gets the same exposition gzip-compressed; one
+    refusing it gets plain text."""
+    report_once(http, registered, clock)
+
+    def fetch(accept: str) -> tuple[str | None, str, str]:
+        answer = http.get("/metrics", headers={"Accept-Encoding": accept})
+        return (
+            answer.headers.get("content-encoding"),
+            answer.headers["vary"],
+            answer.text.split("# HELP schoolmon_reports_received_total")[0],
+        )
+
+    zipped, plain = fetch("gzip, deflate"), fetch("identity, gzip;q=0")
+
+    assert (zipped[:2], plain[:2], zipped[2] == plain[2]) == (
+        ("gzip", "Accept-Encoding"),
+        (None, "Accept-Encoding"),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "gzipped"),
+    [
+        ("gzip", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip;q=nonsense", False),
+        ("identity", False),
+        ("*", False),
+        (None, False),
+    ],
+)
+def test_accept_encoding_is_read_with_its_quality(header, gzipped):
+    """gzip is chosen only when the header names it with a quality above 0."""
+    assert accepts_gzip(header) is gzipped
