@@ -350,16 +350,18 @@ class MetricsExporter:
     def figures_text(self, now: datetime) -> str:
         """Every family but the collector's own counters, at ``now``."""
         started = time.perf_counter()
-        figures = list(school_figures(self.storage, self.config, now).values())
-        parts = [
-            school_text(figures),
-            asset_events_text(figures, self.storage.asset_event_counts()),
-            district_text(figures),
-            threshold_text(self.config),
-        ]
-        if self.storage.device_count() <= self.config.metrics.per_device_max:
-            devices = self.storage.devices()
-            parts.append(device_text(devices, self.storage.device_os_names()))
+        storage = self.storage
+        with storage.snapshot():  # every family from one state of the database
+            figures = list(school_figures(storage, self.config, now).values())
+            parts = [
+                school_text(figures),
+                asset_events_text(figures, storage.asset_event_counts()),
+                district_text(figures),
+                threshold_text(self.config),
+            ]
+            if storage.device_count() <= self.config.metrics.per_device_max:
+                devices = storage.devices()
+                parts.append(device_text(devices, storage.device_os_names()))
         logger.debug(
             "metrics: %d schools in %.3f s", len(figures), time.perf_counter() - started
         )
