@@ -13,8 +13,9 @@ each with a stored inventory made by the ingest code from a simulated PC (and it
 
 The collector (``python -m schoolmon.server serve``) runs under ``taskset -c 0``;
 scrapes come from this process on core 1. For the sizes in ``--ingest-sizes`` the
-district sends reports at a fixed rate (open loop) for ``--ingest-seconds``, once
-alone and once while ``/metrics`` is scraped back to back. The collector computes
+district sends reports at a fixed rate (open loop) for ``--ingest-seconds``, alone,
+with a scrape every ``--scrape-every`` seconds, and while ``/metrics`` is scraped
+back to back. The collector computes
 its figures in the background (``metrics.refresh_seconds``) and a scrape serves the
 latest: the first scrape after start waits for the first computation, and after the
 collector stops this process times that computation (cold, then again over the
@@ -87,6 +88,8 @@ class SizeResult:
     ingest_alone: list[float] | None = None
     ingest_scraped: list[float] | None = None
     scrapes_during_ingest: int = 0
+    ingest_paced: list[float] | None = None
+    paced_scrapes: int = 0
     sim_devices: int = 0
     first_scrape: float = 0.0
     refresh_seconds: list[float] = field(default_factory=list)
@@ -131,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ingest-sizes", type=_sizes, default=[60, 5_000])
     parser.add_argument("--ingest-rate", type=float, default=100.0, help="reports/s")
     parser.add_argument("--ingest-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=1.0,
+        help="seconds between scrapes in the paced ingest phase",
+    )
     parser.add_argument(
         "--sim-schools", type=int, default=60, help="schools of the simulated district"
     )
@@ -187,7 +196,7 @@ def _district_online(
         )
     )
     per_phase = int(args.ingest_rate * args.ingest_seconds)
-    cycles = 1 + -(-2 * per_phase // pcs)
+    cycles = 1 + -(-3 * per_phase // pcs)
     options = _district.options_for(len(sim_schools), cycles, args.seed)
     district = simulate.build_district(sim_schools, options, utcnow())
     credentials = _district.enroll(url, district, tokens, options)
@@ -403,30 +412,51 @@ def _ingest_with_scrapes(
     args: argparse.Namespace,
     result: SizeResult,
 ) -> None:
-    """Open-loop ingest at ``--ingest-rate``: once alone, once under scrapes."""
-    queues = [q[: len(q) // 2] for q in prepared.timed]
-    rest = [q[len(q) // 2 :] for q in prepared.timed]
+    """Open-loop ingest at ``--ingest-rate``: alone, with a scrape every
+    ``--scrape-every`` seconds, and under scrapes back to back."""
+    thirds = [
+        [q[k * len(q) // 3 : (k + 1) * len(q) // 3] for q in prepared.timed]
+        for k in range(3)
+    ]
     limit = args.ingest_seconds
-    alone = Load(port, queues, rate=args.ingest_rate, time_limit=limit).run()
+    alone = Load(port, thirds[0], rate=args.ingest_rate, time_limit=limit).run()
+    paced, paced_scrapes = _under_scrapes(url, port, thirds[1], args, args.scrape_every)
+    flood, flood_scrapes = _under_scrapes(url, port, thirds[2], args, 0.0)
+    for phase in (alone, paced, flood):
+        if phase.errors or set(phase.statuses) - {200}:
+            raise BenchError(f"ingest: statuses {phase.statuses} {phase.errors[:2]}")
+    result.ingest_alone, result.ingest_scraped = alone.latencies, flood.latencies
+    result.ingest_paced, result.paced_scrapes = paced.latencies, len(paced_scrapes)
+    result.scrapes_during_ingest = len(flood_scrapes)
+
+
+def _under_scrapes(
+    url: str,
+    port: int,
+    queues: list[Any],
+    args: argparse.Namespace,
+    every: float,
+) -> tuple[Any, list[float]]:
+    """One ingest phase while another thread scrapes every ``every`` seconds (0:
+    back to back); the phase's result and the scrapes' times."""
     stop, scrapes = threading.Event(), []
-    scraper = threading.Thread(target=_scrape_until, args=(url, stop, scrapes))
+    scraper = threading.Thread(target=_scrape_until, args=(url, stop, scrapes, every))
     scraper.start()
     try:
-        scraped = Load(port, rest, rate=args.ingest_rate, time_limit=limit).run()
+        load = Load(port, queues, rate=args.ingest_rate, time_limit=args.ingest_seconds)
+        return load.run(), scrapes
     finally:
         stop.set()
         scraper.join()
-    for phase in (alone, scraped):
-        if phase.errors or set(phase.statuses) - {200}:
-            raise BenchError(f"ingest: statuses {phase.statuses} {phase.errors[:2]}")
-    result.ingest_alone, result.ingest_scraped = alone.latencies, scraped.latencies
-    result.scrapes_during_ingest = len(scrapes)
 
 
-def _scrape_until(url: str, stop: threading.Event, done: list[float]) -> None:
+def _scrape_until(
+    url: str, stop: threading.Event, done: list[float], every: float
+) -> None:
     with httpx.Client(timeout=600) as client:
         while not stop.is_set():
             done.append(_scrape(client, url)[0])
+            stop.wait(every)
 
 
 # Output -------------------------------------------------------------------------------
@@ -500,6 +530,15 @@ def _ingest_lines(args: argparse.Namespace, result: SizeResult) -> None:
             f"{alone * 1000:.1f} ms",
             "< 200 ms",
             alone < 0.2,
+        )
+    )
+    paced = percentile(result.ingest_paced, 0.99)
+    say(
+        figure(
+            f"ingest p99 at {rate}, a scrape every {args.scrape_every:g} s",
+            f"{paced * 1000:.1f} ms",
+            "< 200 ms",
+            paced < 0.2,
         )
     )
     say(

@@ -71,12 +71,12 @@ def test_ingest_quick_prints_rate_latency_durability_and_bare_reference() -> Non
 
 def test_scrape_quick_prints_scrape_time_size_refresh_and_ingest_latencies() -> None:
     """bench/scrape.py --quick prints /metrics time and size, the background
-    refresh's time and ingest p99s."""
+    refresh's time and ingest p99s (alone, paced scrapes, scrapes back to back)."""
     lines = run_quick("scrape.py", "scrape", timeout=60)
 
     names = set(_figures(lines))
     assert lines[0].startswith("scrape benchmark: ")
-    assert len(names) == 7
+    assert len(names) == 8
     assert any(name.startswith("/metrics time, median of 2") for name in names)
     assert {
         "/metrics size",
@@ -85,6 +85,7 @@ def test_scrape_quick_prints_scrape_time_size_refresh_and_ingest_latencies() -> 
         "background refresh, again (max of 2)",
     } <= names
     assert "ingest p99 at 20/s, no scrape" in names
+    assert "ingest p99 at 20/s, a scrape every 1 s" in names
     assert any(
         re.match(r"ingest p99 at 20/s, \d+ scrapes meanwhile", name) for name in names
     )
