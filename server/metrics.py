@@ -249,8 +249,37 @@ SCHOOL_LABELLED: tuple[tuple[str, str, tuple[str, ...], Labelled], ...] = (
 )
 
 
+REFRESH_CPU_SHARE = 0.5
+"""At most this share of the time goes to a background refresh (see ``Pacer``)."""
+PACE_SLICE_SECONDS = 0.01
 GZIP_LEVEL = 6
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
+
+
+class Pacer:
+    """Gives the CPU back during a long background computation: called between
+    steps, it sleeps after each ``slice`` seconds of work so that the work takes at
+    most ``share`` of the time. Asleep, the thread holds no GIL, so reports are
+    served between slices instead of waiting behind seconds of Python."""
+
+    def __init__(
+        self,
+        share: float = REFRESH_CPU_SHARE,
+        slice: float = PACE_SLICE_SECONDS,
+        timer: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"CPU share {share!r}: give a number in (0, 1]")
+        self.rest_per_work = (1 - share) / share
+        self.slice, self.timer, self.sleep = slice, timer, sleep
+        self._since = timer()
+
+    def __call__(self) -> None:
+        worked = self.timer() - self._since
+        if worked >= self.slice:
+            self.sleep(worked * self.rest_per_work)
+            self._since = self.timer()
 
 
 @dataclass(frozen=True)
@@ -283,7 +312,8 @@ class MetricsExporter:
     lifespan, tests) every ``render`` computes the figures at the clock's instant,
     so a scrape right after a report sees it. ``start`` runs a daemon thread that
     computes them at once and then every ``metrics.refresh_seconds``, on the
-    storage's read connections (never the writers' lock); ``render`` then serves
+    storage's read connections (never the writers' lock) and paced (``Pacer``) so
+    that reports keep being served meanwhile; ``render`` then serves
     the last result, at most that old plus one computation, and computes only when
     none was made yet. The collector's own counters are read from the database at
     every render (one small table). The kept figures are also kept gzip-compressed,
@@ -340,21 +370,24 @@ class MetricsExporter:
         kept = self._kept_figures()
         return kept.gzip(counters) if gzipped else kept.text + counters
 
-    def refresh(self) -> None:
-        """Compute the figures now and keep them."""
+    def refresh(self, pause: Callable[[], None] | None = None) -> None:
+        """Compute the figures now and keep them (``pause`` called between steps)."""
         if self._before is not None:
             self._before()
         with self._compute:
-            self._keep()
+            self._keep(pause)
 
-    def figures_text(self, now: datetime) -> str:
-        """Every family but the collector's own counters, at ``now``."""
+    def figures_text(
+        self, now: datetime, pause: Callable[[], None] | None = None
+    ) -> str:
+        """Every family but the collector's own counters, at ``now`` (``pause``
+        called between schools and between families)."""
         started = time.perf_counter()
         storage = self.storage
         with storage.snapshot():  # every family from one state of the database
-            figures = list(school_figures(storage, self.config, now).values())
+            figures = list(school_figures(storage, self.config, now, pause).values())
             parts = [
-                school_text(figures),
+                school_text(figures, pause),
                 asset_events_text(figures, storage.asset_event_counts()),
                 district_text(figures),
                 threshold_text(self.config),
@@ -367,9 +400,9 @@ class MetricsExporter:
         )
         return "".join(parts)
 
-    def _keep(self) -> Kept:
+    def _keep(self, pause: Callable[[], None] | None = None) -> Kept:
         now = self.clock()
-        self._kept = Kept.of(now, self.figures_text(now).encode("utf-8"))
+        self._kept = Kept.of(now, self.figures_text(now, pause).encode("utf-8"))
         return self._kept
 
     def _kept_figures(self) -> Kept:
@@ -383,7 +416,7 @@ class MetricsExporter:
         period = self.config.metrics.refresh_seconds
         while True:
             try:
-                self.refresh()
+                self.refresh(Pacer())
             except Exception:
                 logger.exception("metrics: computing the figures failed")
             if self._stop.wait(period):
@@ -470,14 +503,19 @@ def _sample(name: str, labels: Mapping[str, str], value: float) -> str:
 # Families -----------------------------------------------------------------------------
 
 
-def school_text(figures: list[SchoolFigures]) -> str:
-    """Per-school gauges of SPEC.md and the design catalog, every school listed."""
+def school_text(
+    figures: list[SchoolFigures], pause: Callable[[], None] | None = None
+) -> str:
+    """Per-school gauges of SPEC.md and the design catalog, every school listed
+    (``pause`` called after each school's samples)."""
+    pause = pause or _no_pause
     parts = [school_info_text(figures)]
 
     for name, documentation, value in SCHOOL_GAUGES:
         family = Family(name, documentation, ["school"])
         for school in figures:
             family.add([school.code], value(school))
+            pause()
         parts.append(family.text())
 
     for name, documentation, labels, values in SCHOOL_LABELLED:
@@ -485,8 +523,13 @@ def school_text(figures: list[SchoolFigures]) -> str:
         for school in figures:
             for key, number in values(school).items():
                 family.add([school.code, *key], number)
+            pause()
         parts.append(family.text())
     return "".join(parts)
+
+
+def _no_pause() -> None:
+    return None
 
 
 def school_info_text(figures: list[SchoolFigures]) -> str:

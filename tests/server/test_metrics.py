@@ -14,7 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from schoolmon.server.config import config_from_mapping
 from schoolmon.server.figures import school_figures
-from schoolmon.server.metrics import SCHOOL_GAUGES, accepts_gzip, new_registry, render
+from schoolmon.server.metrics import (
+    SCHOOL_GAUGES,
+    Pacer,
+    accepts_gzip,
+    new_registry,
+    render,
+)
 from schoolmon.server.policy import GIB, NONCOMPLIANT_REASONS
 from schoolmon.server.storage import Storage
 
@@ -634,3 +640,20 @@ def test_scrape_is_gzip_when_the_client_accepts_it(http, registered, clock):
 def test_accept_encoding_is_read_with_its_quality(header, gzipped):
     """gzip is chosen only when the header names it with a quality above 0."""
     assert accepts_gzip(header) is gzipped
+
+
+def test_pacer_rests_as_long_as_it_worked_after_each_slice():
+    """A background refresh at half the CPU sleeps after every 10 ms of work as long
+    as it worked, and not before a slice is full."""
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    pacer = Pacer(0.5, 0.01, timer=lambda: now[0], sleep=sleep)
+    for work in (0.004, 0.004, 0.004, 0.02, 0.001):
+        now[0] += work
+        pacer()
+
+    assert slept == [0.012, 0.02]
