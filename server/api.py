@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import random
 import threading
@@ -91,7 +92,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.registry.start(functools.partial(requests.flush, storage))
+        app.state.registry.start(
+            functools.partial(requests.flush, storage), after_first=_freeze_heap
+        )
         try:
             yield
         finally:
@@ -111,6 +114,15 @@ def create_app(
     _add_read_routes(app)
     app.include_router(build_router(functools.partial(_device_for, storage)))
     return app
+
+
+def _freeze_heap() -> None:
+    """Leave what is alive now (the app, the figures kept for /metrics: about a
+    million objects at 5,000 schools) out of every later garbage collection. A full
+    collection walks them all, about 0.6 s holding the GIL at 5,000 schools, and
+    one came every other refresh; they live as long as the process anyway."""
+    gc.freeze()
+    logger.debug("froze %d objects out of garbage collection", gc.get_freeze_count())
 
 
 # Errors -------------------------------------------------------------------------------

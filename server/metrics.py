@@ -328,18 +328,25 @@ class MetricsExporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._before: Callable[[], None] | None = None
+        self._after_first: Callable[[], None] | None = None
 
     @property
     def running(self) -> bool:
         """Whether the refresher thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, before_refresh: Callable[[], None] | None = None) -> None:
+    def start(
+        self,
+        before_refresh: Callable[[], None] | None = None,
+        after_first: Callable[[], None] | None = None,
+    ) -> None:
         """Start the refresher thread (once); it calls ``before_refresh`` before
-        each computation (the app writes its pending request counts there)."""
+        each computation (the app writes its pending request counts there) and
+        ``after_first`` once the first one succeeded (the app freezes the garbage
+        collector's view of what is now long-lived there)."""
         if self._thread is not None:
             return
-        self._before = before_refresh
+        self._before, self._after_first = before_refresh, after_first
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._refresh_loop, name="metrics-refresher", daemon=True
@@ -413,12 +420,16 @@ class MetricsExporter:
             return self._kept if self._kept is not None else self._keep()
 
     def _refresh_loop(self) -> None:
-        period = self.config.metrics.refresh_seconds
+        period, first = self.config.metrics.refresh_seconds, self._after_first
         while True:
             try:
                 self.refresh(Pacer())
             except Exception:
                 logger.exception("metrics: computing the figures failed")
+            else:
+                if first is not None:
+                    first()
+                first = None
             if self._stop.wait(period):
                 return
 
