@@ -313,12 +313,12 @@ class MetricsExporter:
     so a scrape right after a report sees it. ``start`` runs a daemon thread that
     computes them at once and then every ``metrics.refresh_seconds``, on the
     storage's read connections (never the writers' lock) and paced (``Pacer``) so
-    that reports keep being served meanwhile; ``render`` then serves
-    the last result, at most that old plus one computation, and computes only when
-    none was made yet. The collector's own counters are read from the database at
+    that reports keep being served meanwhile; ``render`` then serves the last
+    result, at most that old plus one computation, and computes only when none was
+    made yet. The collector's own counters are read from the database at
     every render (one small table). The kept figures are also kept gzip-compressed,
-    so a scrape that accepts gzip costs a tenth of the bytes and no compression of
-    them.
+    so a scrape that accepts gzip (Prometheus does) sends a small share of the bytes
+    (5 % at 5,000 schools in bench/scrape.py) and compresses only the counters.
     """
 
     def __init__(self, storage: Storage, config: Config, clock: Clock) -> None:
