@@ -7,13 +7,19 @@ Each database is built before the collector starts: the whole registry through
 ``Storage.import_schools``; the first 60 schools are the simulated district, whose
 PCs enroll through the API and later send real reports; every other school gets
 synthetic devices (``--devices`` each, ``--devices-large`` from 50,000 schools up),
-each with a stored inventory made by the ingest code from a simulated PC and the
-last hour of 5-minute probe cycles (5 samples per cycle), written in bulk SQL.
+each with a stored inventory made by the ingest code from a simulated PC (and its
+``device_facts`` row, as ``Storage.save_inventory`` writes it) and the last
+``--history-cycles`` 5-minute probe cycles (5 samples per cycle), written in bulk SQL.
 
 The collector (``python -m schoolmon.server serve``) runs under ``taskset -c 0``;
 scrapes come from this process on core 1. For the sizes in ``--ingest-sizes`` the
-district sends reports at a fixed rate (open loop) for ``--ingest-seconds``, once
-alone and once while ``/metrics`` is scraped back to back.
+district sends reports at a fixed rate (open loop) for ``--ingest-seconds``, alone,
+with a scrape every ``--scrape-every`` seconds, and while ``/metrics`` is scraped
+back to back. The collector computes
+its figures in the background (``metrics.refresh_seconds``) and a scrape serves the
+latest: the first scrape after start waits for the first computation, and after the
+collector stops this process times that computation (cold, then again over the
+state it kept), which is what the refresher costs every ``refresh_seconds``.
 """
 
 from __future__ import annotations
@@ -53,9 +59,11 @@ from schoolmon.server import simulate
 from schoolmon.server.assets import merge_sections
 from schoolmon.server.auth import hash_secret
 from schoolmon.server.clock import to_storage, utcnow
+from schoolmon.server.config import Config
 from schoolmon.server.ingest import inventory_content_hash
+from schoolmon.server.metrics import MetricsExporter
 from schoolmon.server.schemas import Section
-from schoolmon.server.storage import PROBE_COLUMNS
+from schoolmon.server.storage import PROBE_COLUMNS, Storage, facts_json
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +83,16 @@ class SizeResult:
     build_seconds: float
     scrape_seconds: list[float] = field(default_factory=list)
     scrape_bytes: int = 0
+    wire_bytes: int = 0
     series: int = 0
     ingest_alone: list[float] | None = None
     ingest_scraped: list[float] | None = None
     scrapes_during_ingest: int = 0
+    ingest_paced: list[float] | None = None
+    paced_scrapes: int = 0
     sim_devices: int = 0
+    first_scrape: float = 0.0
+    refresh_seconds: list[float] = field(default_factory=list)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ingest-rate", type=float, default=100.0, help="reports/s")
     parser.add_argument("--ingest-seconds", type=float, default=20.0)
     parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=1.0,
+        help="seconds between scrapes in the paced ingest phase",
+    )
+    parser.add_argument(
         "--sim-schools", type=int, default=60, help="schools of the simulated district"
     )
     parser.add_argument("--seed", type=int, default=7)
@@ -157,6 +176,7 @@ def measure_size(args: argparse.Namespace, size: int) -> SizeResult:
             _scrape_series(server.url, args.scrapes, result)
             if size in args.ingest_sizes:
                 _ingest_with_scrapes(server.url, port, prepared, args, result)
+        _time_refresh(db, result)
         return result
 
 
@@ -176,7 +196,7 @@ def _district_online(
         )
     )
     per_phase = int(args.ingest_rate * args.ingest_seconds)
-    cycles = 1 + -(-2 * per_phase // pcs)
+    cycles = 1 + -(-3 * per_phase // pcs)
     options = _district.options_for(len(sim_schools), cycles, args.seed)
     district = simulate.build_district(sim_schools, options, utcnow())
     credentials = _district.enroll(url, district, tokens, options)
@@ -221,8 +241,9 @@ def _synthetic_row(code: str, n: int) -> dict[str, Any]:
     }
 
 
-def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str]]:
-    """Stored inventories (hash, sections JSON) of simulated PCs, via ingest code."""
+def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str, str]]:
+    """Stored inventories (hash, sections JSON, device facts JSON) of simulated
+    PCs, via ingest and storage code."""
     school = simulate.synthetic_schools(["T0"], seed)
     options = simulate.SimOptions(seed=seed, pcs_per_school=20)
     district = simulate.build_district(school, options, now)
@@ -237,7 +258,7 @@ def _inventory_templates(seed: int, now: datetime) -> list[tuple[str, str]]:
         }
         merged = merge_sections(None, received)
         templates.append((inventory_content_hash(merged), merged))
-    return [(h, canonical_json(sections)) for h, sections in templates]
+    return [(h, canonical_json(s), facts_json(s)) for h, s in templates]
 
 
 def canonical_json(value: Any) -> str:
@@ -249,12 +270,12 @@ def _add_devices(
     conn: sqlite3.Connection,
     codes: list[str],
     per_school: int,
-    templates: list[tuple[str, str]],
+    templates: list[tuple[str, str, str]],
     now: datetime,
 ) -> list[tuple[str, str, str]]:
     rng = random.Random(5)
     enrolled = to_storage(now - timedelta(days=90))
-    devices, device_rows, inventory_rows = [], [], []
+    devices, device_rows, inventory_rows, fact_rows = [], [], [], []
     for code in codes:
         for index in range(per_school):
             device = f"d_{code}_{index:02d}"
@@ -274,8 +295,9 @@ def _add_devices(
                     "0.1.0",
                 )
             )
-            inventory_hash, sections = templates[index % len(templates)]
+            inventory_hash, sections, facts = templates[index % len(templates)]
             inventory_rows.append((device, inventory_hash, sections, seen))
+            fact_rows.append((device, inventory_hash, facts))
             devices.append((device, code, f"{rng.getrandbits(32):08x}"))
     conn.executemany(
         "INSERT INTO devices (id, school, role, hostname, identity, credential_hash, "
@@ -287,6 +309,9 @@ def _add_devices(
         "INSERT INTO inventories (device, hash, sections, received_at) "
         "VALUES (?, ?, ?, ?)",
         inventory_rows,
+    )
+    conn.executemany(
+        "INSERT INTO device_facts (device, hash, facts) VALUES (?, ?, ?)", fact_rows
     )
     return devices
 
@@ -342,25 +367,42 @@ def _probe_values(
 # Measuring ----------------------------------------------------------------------------
 
 
-def _scrape(client: httpx.Client, url: str) -> tuple[float, bytes]:
+def _scrape(client: httpx.Client, url: str) -> tuple[float, bytes, int]:
+    """One scrape as Prometheus makes it (accepting gzip): seconds until the body
+    is read and decoded, the body, and the bytes on the wire."""
     started = time.perf_counter()
-    response = client.get(f"{url}/metrics")
+    response = client.get(f"{url}/metrics", headers={"Accept-Encoding": "gzip"})
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
         raise BenchError(f"/metrics answered {response.status_code}: {response.text}")
-    return elapsed, response.content
+    return elapsed, response.content, response.num_bytes_downloaded
 
 
 def _scrape_series(url: str, count: int, result: SizeResult) -> None:
     with httpx.Client(timeout=600) as client:
-        _scrape(client, url)  # the first scrape warms caches; not counted
+        # The first scrape waits for the figures' first computation; not counted.
+        result.first_scrape = _scrape(client, url)[0]
         for _ in range(count):
-            elapsed, body = _scrape(client, url)
+            elapsed, body, wire = _scrape(client, url)
             result.scrape_seconds.append(elapsed)
-    result.scrape_bytes = len(body)
+    result.scrape_bytes, result.wire_bytes = len(body), wire
     result.series = sum(
         1 for line in body.decode().splitlines() if line and not line.startswith("#")
     )
+
+
+def _time_refresh(db: Path, result: SizeResult, count: int = 3) -> None:
+    """Time, in this process, what the collector's metrics refresher computes in
+    the background: first from cold, then again over the state it kept."""
+    storage = Storage(db)
+    try:
+        exporter = MetricsExporter(storage, Config(), utcnow)
+        for _ in range(count):
+            started = time.perf_counter()
+            exporter.figures_text(utcnow())
+            result.refresh_seconds.append(time.perf_counter() - started)
+    finally:
+        storage.close()
 
 
 def _ingest_with_scrapes(
@@ -370,30 +412,51 @@ def _ingest_with_scrapes(
     args: argparse.Namespace,
     result: SizeResult,
 ) -> None:
-    """Open-loop ingest at ``--ingest-rate``: once alone, once under scrapes."""
-    queues = [q[: len(q) // 2] for q in prepared.timed]
-    rest = [q[len(q) // 2 :] for q in prepared.timed]
+    """Open-loop ingest at ``--ingest-rate``: alone, with a scrape every
+    ``--scrape-every`` seconds, and under scrapes back to back."""
+    thirds = [
+        [q[k * len(q) // 3 : (k + 1) * len(q) // 3] for q in prepared.timed]
+        for k in range(3)
+    ]
     limit = args.ingest_seconds
-    alone = Load(port, queues, rate=args.ingest_rate, time_limit=limit).run()
+    alone = Load(port, thirds[0], rate=args.ingest_rate, time_limit=limit).run()
+    paced, paced_scrapes = _under_scrapes(url, port, thirds[1], args, args.scrape_every)
+    flood, flood_scrapes = _under_scrapes(url, port, thirds[2], args, 0.0)
+    for phase in (alone, paced, flood):
+        if phase.errors or set(phase.statuses) - {200}:
+            raise BenchError(f"ingest: statuses {phase.statuses} {phase.errors[:2]}")
+    result.ingest_alone, result.ingest_scraped = alone.latencies, flood.latencies
+    result.ingest_paced, result.paced_scrapes = paced.latencies, len(paced_scrapes)
+    result.scrapes_during_ingest = len(flood_scrapes)
+
+
+def _under_scrapes(
+    url: str,
+    port: int,
+    queues: list[Any],
+    args: argparse.Namespace,
+    every: float,
+) -> tuple[Any, list[float]]:
+    """One ingest phase while another thread scrapes every ``every`` seconds (0:
+    back to back); the phase's result and the scrapes' times."""
     stop, scrapes = threading.Event(), []
-    scraper = threading.Thread(target=_scrape_until, args=(url, stop, scrapes))
+    scraper = threading.Thread(target=_scrape_until, args=(url, stop, scrapes, every))
     scraper.start()
     try:
-        scraped = Load(port, rest, rate=args.ingest_rate, time_limit=limit).run()
+        load = Load(port, queues, rate=args.ingest_rate, time_limit=args.ingest_seconds)
+        return load.run(), scrapes
     finally:
         stop.set()
         scraper.join()
-    for phase in (alone, scraped):
-        if phase.errors or set(phase.statuses) - {200}:
-            raise BenchError(f"ingest: statuses {phase.statuses} {phase.errors[:2]}")
-    result.ingest_alone, result.ingest_scraped = alone.latencies, scraped.latencies
-    result.scrapes_during_ingest = len(scrapes)
 
 
-def _scrape_until(url: str, stop: threading.Event, done: list[float]) -> None:
+def _scrape_until(
+    url: str, stop: threading.Event, done: list[float], every: float
+) -> None:
     with httpx.Client(timeout=600) as client:
         while not stop.is_set():
             done.append(_scrape(client, url)[0])
+            stop.wait(every)
 
 
 # Output -------------------------------------------------------------------------------
@@ -424,8 +487,31 @@ def print_figures(args: argparse.Namespace, results: list[SizeResult]) -> None:
         )
         say(
             figure(
+                "first /metrics after start (waits for the figures)",
+                f"{result.first_scrape:.3f} s",
+                "-",
+                None,
+            )
+        )
+        cold, *warm = result.refresh_seconds
+        say(
+            figure(
+                "background refresh of the figures, cold", f"{cold:.3f} s", "-", None
+            )
+        )
+        say(
+            figure(
+                f"background refresh, again (max of {len(warm)})",
+                f"{max(warm):.3f} s",
+                "-",
+                None,
+            )
+        )
+        size = f"{result.scrape_bytes / 1e6:.2f} MB ({result.wire_bytes / 1e6:.2f} gz)"
+        say(
+            figure(
                 "/metrics size",
-                f"{result.scrape_bytes / 1e6:.2f} MB",
+                size,
                 f"{result.series:,} series",
                 None,
             )
@@ -444,6 +530,15 @@ def _ingest_lines(args: argparse.Namespace, result: SizeResult) -> None:
             f"{alone * 1000:.1f} ms",
             "< 200 ms",
             alone < 0.2,
+        )
+    )
+    paced = percentile(result.ingest_paced, 0.99)
+    say(
+        figure(
+            f"ingest p99 at {rate}, a scrape every {args.scrape_every:g} s",
+            f"{paced * 1000:.1f} ms",
+            "< 200 ms",
+            paced < 0.2,
         )
     )
     say(

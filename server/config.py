@@ -207,9 +207,16 @@ class SessionSettings(_Settings):
 
 
 class MetricsSettings(_Settings):
-    """What /metrics exports."""
+    """What /metrics exports, and how fresh.
+
+    ``refresh_seconds``: while the collector serves, its figures are computed in the
+    background every that many seconds and a scrape serves the latest; the
+    exposition is at most that old (plus one computation). Keep it at or below
+    Prometheus's scrape interval.
+    """
 
     per_device_max: int = Field(2000, ge=0)
+    refresh_seconds: float = Field(10.0, gt=0, le=3600)
 
 
 class SpeedtestSettings(_Settings):

@@ -34,7 +34,7 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -258,11 +258,15 @@ class SchoolFigures:
 
 
 def school_figures(
-    storage: Storage, config: Config, now: datetime
+    storage: Storage,
+    config: Config,
+    now: datetime,
+    pause: Callable[[], None] | None = None,
 ) -> dict[str, SchoolFigures]:
     """Figures of every active school, by code (kept between calls: see
-    ``FiguresCache``)."""
-    return figures_cache(storage, config).figures(now)
+    ``FiguresCache``); ``pause`` is called between schools (a background caller
+    gives the CPU back there)."""
+    return figures_cache(storage, config).figures(now, pause)
 
 
 def figures_for(
@@ -703,8 +707,11 @@ class FiguresCache:
             raise RuntimeError("the storage of these figures was closed and dropped")
         return storage
 
-    def figures(self, now: datetime) -> dict[str, SchoolFigures]:
-        """Figures of every active school at ``now``, by code."""
+    def figures(
+        self, now: datetime, pause: Callable[[], None] | None = None
+    ) -> dict[str, SchoolFigures]:
+        """Figures of every active school at ``now``, by code (``pause`` called
+        between schools)."""
         with self._lock:
             if self._latest is not None and now < self._latest:
                 return computed_figures(self.storage, self.config, now)
@@ -712,10 +719,12 @@ class FiguresCache:
             judge = Judge(self.config, now)
             with self.storage.snapshot():
                 devices, events = self._read(now)
-            return {
-                row["code"]: self._school(judge, row, devices, events)
-                for row in self._schools
-            }
+            figures = {}
+            for row in self._schools:
+                figures[row["code"]] = self._school(judge, row, devices, events)
+                if pause is not None:
+                    pause()
+            return figures
 
     def _read(self, now: datetime) -> tuple[dict[str, list[DeviceRow]], Any]:
         """Bring the cache up to the database's state; return the devices by school

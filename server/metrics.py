@@ -1,25 +1,33 @@
-"""``/metrics``: a custom collector that builds every family fresh at scrape time.
+"""``/metrics``: every family built from the database, written in the Prometheus text
+format (0.0.4) by this module, as ``prometheus_client`` would write it.
 
-Families come from the figures (``figures.school_figures``, one pass of queries for
-the whole district) and the database, so a restart loses nothing: counters are read
+Families come from the figures (``figures.school_figures``, kept between calls and
+read from what changed) and the database, so a restart loses nothing: counters are read
 from the ``counters`` and ``asset_events`` tables and never go backwards. Every active
 school keeps its series even when silent. A value that is not known (an uptime ratio
 without any measured session time, a median without a valid speed test, the
 Internet verdict before any probe) is exported as NaN, never as a 0 that would read
 as a measurement; each such family's HELP says so. No sample carries a timestamp and
 no ``*_created`` series is exported.
+
+While the app runs, the figures are computed off the request path by a refresher
+thread every ``metrics.refresh_seconds`` and a scrape serves the last result
+(``MetricsExporter``): a scrape costs the bytes, never seconds of a report's time.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from schoolmon.server.auth import ROLES
 from schoolmon.server.clock import Clock
 from schoolmon.server.config import LEVELS, Config
@@ -31,6 +39,8 @@ from schoolmon.server.figures import (
 )
 from schoolmon.server.policy import CLASSES
 from schoolmon.server.storage import Storage
+
+logger = logging.getLogger(__name__)
 
 NAN = math.nan
 UNKNOWN_IS_NAN = " NaN when not known."
@@ -239,71 +249,307 @@ SCHOOL_LABELLED: tuple[tuple[str, str, tuple[str, ...], Labelled], ...] = (
 )
 
 
-class SchoolmonCollector(Collector):
-    """Exports schoolmon's figures; register it in a fresh CollectorRegistry."""
+REFRESH_CPU_SHARE = 0.5
+"""At most this share of the time goes to a background refresh (see ``Pacer``)."""
+PACE_SLICE_SECONDS = 0.01
+GZIP_LEVEL = 6
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
+
+
+class Pacer:
+    """Gives the CPU back during a long background computation: called between
+    steps, it sleeps after each ``slice`` seconds of work so that the work takes at
+    most ``share`` of the time. Asleep, the thread holds no GIL, so reports are
+    served between slices instead of waiting behind seconds of Python."""
+
+    def __init__(
+        self,
+        share: float = REFRESH_CPU_SHARE,
+        slice: float = PACE_SLICE_SECONDS,
+        timer: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"CPU share {share!r}: give a number in (0, 1]")
+        self.rest_per_work = (1 - share) / share
+        self.slice, self.timer, self.sleep = slice, timer, sleep
+        self._since = timer()
+
+    def __call__(self) -> None:
+        worked = self.timer() - self._since
+        if worked >= self.slice:
+            self.sleep(worked * self.rest_per_work)
+            self._since = self.timer()
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The figures' part of the exposition as computed at one instant, and the same
+    bytes fed to a gzip compressor that is not finished yet: a copy of it finishes
+    a whole gzip body with the counters of the moment, compressing only those."""
+
+    at: datetime
+    text: bytes
+    compressed: bytes
+    compressor: Any  # zlib's Compress object (not a public type)
+
+    @classmethod
+    def of(cls, at: datetime, text: bytes) -> Kept:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        return cls(at, text, compressor.compress(text), compressor)
+
+    def gzip(self, tail: bytes) -> bytes:
+        """``text + tail`` as one gzip body."""
+        compressor = self.compressor.copy()
+        return self.compressed + compressor.compress(tail) + compressor.flush()
+
+
+class MetricsExporter:
+    """Renders ``/metrics``; the figures' part is kept between scrapes while a
+    refresher runs.
+
+    Without a running refresher (a fresh exporter, an app served without its
+    lifespan, tests) every ``render`` computes the figures at the clock's instant,
+    so a scrape right after a report sees it. ``start`` runs a daemon thread that
+    computes them at once and then every ``metrics.refresh_seconds``, on the
+    storage's read connections (never the writers' lock) and paced (``Pacer``) so
+    that reports keep being served meanwhile; ``render`` then serves the last
+    result, at most that old plus one computation, and computes only when none was
+    made yet. The collector's own counters are read from the database at
+    every render (one small table). The kept figures are also kept gzip-compressed,
+    so a scrape that accepts gzip (Prometheus does) sends a small share of the bytes
+    (5 % at 5,000 schools in bench/scrape.py) and compresses only the counters.
+    """
 
     def __init__(self, storage: Storage, config: Config, clock: Clock) -> None:
-        self.storage = storage
-        self.config = config
-        self.clock = clock
+        self.storage, self.config, self.clock = storage, config, clock
+        self._kept: Kept | None = None
+        self._compute = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._before: Callable[[], None] | None = None
+        self._after_first: Callable[[], None] | None = None
 
-    def describe(self) -> list[Metric]:
-        """Nothing at registration: the families exist only at scrape time."""
-        return []
+    @property
+    def running(self) -> bool:
+        """Whether the refresher thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
-    def collect(self) -> Iterator[Metric]:
-        figures = list(school_figures(self.storage, self.config, self.clock()).values())
-        devices = self.storage.devices()
-        yield from school_families(figures)
-        yield asset_events_family(figures, self.storage.asset_event_counts())
-        yield district_family(figures)
-        yield threshold_family(self.config)
-        if len(devices) <= self.config.metrics.per_device_max:
-            yield from device_families(devices, self.storage.device_os_names())
-        yield from counter_families(self.storage.counters())
+    def start(
+        self,
+        before_refresh: Callable[[], None] | None = None,
+        after_first: Callable[[], None] | None = None,
+    ) -> None:
+        """Start the refresher thread (once); it calls ``before_refresh`` before
+        each computation (the app writes its pending request counts there) and
+        ``after_first`` once the first one succeeded (the app freezes the garbage
+        collector's view of what is now long-lived there)."""
+        if self._thread is not None:
+            return
+        self._before, self._after_first = before_refresh, after_first
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._refresh_loop, name="metrics-refresher", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the refresher thread and forget the kept figures."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join()
+        self._kept = None
+
+    @property
+    def kept_at(self) -> datetime | None:
+        """The clock's instant of the kept figures (None before the first)."""
+        kept = self._kept
+        return kept.at if kept is not None else None
+
+    def render(self, gzipped: bool = False) -> bytes:
+        """The whole exposition in the Prometheus text format 0.0.4 (as a gzip body
+        with ``gzipped``)."""
+        counters = counter_text(self.storage.counters()).encode("utf-8")
+        if not self.running:
+            text = self.figures_text(self.clock()).encode("utf-8") + counters
+            return zlib.compress(text, GZIP_LEVEL, _GZIP_WBITS) if gzipped else text
+        kept = self._kept_figures()
+        return kept.gzip(counters) if gzipped else kept.text + counters
+
+    def refresh(self, pause: Callable[[], None] | None = None) -> None:
+        """Compute the figures now and keep them (``pause`` called between steps)."""
+        if self._before is not None:
+            self._before()
+        with self._compute:
+            self._keep(pause)
+
+    def figures_text(
+        self, now: datetime, pause: Callable[[], None] | None = None
+    ) -> str:
+        """Every family but the collector's own counters, at ``now`` (``pause``
+        called between schools and between families)."""
+        started = time.perf_counter()
+        storage = self.storage
+        with storage.snapshot():  # every family from one state of the database
+            figures = list(school_figures(storage, self.config, now, pause).values())
+            parts = [
+                school_text(figures, pause),
+                asset_events_text(figures, storage.asset_event_counts()),
+                district_text(figures),
+                threshold_text(self.config),
+            ]
+            if storage.device_count() <= self.config.metrics.per_device_max:
+                devices = storage.devices()
+                parts.append(device_text(devices, storage.device_os_names()))
+        logger.debug(
+            "metrics: %d schools in %.3f s", len(figures), time.perf_counter() - started
+        )
+        return "".join(parts)
+
+    def _keep(self, pause: Callable[[], None] | None = None) -> Kept:
+        now = self.clock()
+        self._kept = Kept.of(now, self.figures_text(now, pause).encode("utf-8"))
+        return self._kept
+
+    def _kept_figures(self) -> Kept:
+        kept = self._kept
+        if kept is not None:
+            return kept
+        with self._compute:  # the refresher's first computation may be under way
+            return self._kept if self._kept is not None else self._keep()
+
+    def _refresh_loop(self) -> None:
+        period, first = self.config.metrics.refresh_seconds, self._after_first
+        while True:
+            try:
+                self.refresh(Pacer())
+            except Exception:
+                logger.exception("metrics: computing the figures failed")
+            else:
+                if first is not None:
+                    first()
+                first = None
+            if self._stop.wait(period):
+                return
 
 
-def new_registry(storage: Storage, config: Config, clock: Clock) -> CollectorRegistry:
-    """A fresh registry holding only a SchoolmonCollector."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SchoolmonCollector(storage, config, clock))
-    return registry
+def new_registry(storage: Storage, config: Config, clock: Clock) -> MetricsExporter:
+    """A fresh exporter of ``storage``'s figures (no refresher running)."""
+    return MetricsExporter(storage, config, clock)
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The registry in Prometheus text format."""
-    return generate_latest(registry)
+def render(exporter: MetricsExporter, gzipped: bool = False) -> bytes:
+    """The exporter's exposition in the Prometheus text format (gzip-compressed with
+    ``gzipped``)."""
+    return exporter.render(gzipped)
 
 
-def _gauge(name: str, documentation: str, labels: Iterable[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"schoolmon_{name}", documentation, labels=list(labels))
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header value names gzip with a quality above 0."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            return _quality(params) > 0
+    return False
 
 
-def school_families(figures: list[SchoolFigures]) -> Iterator[Metric]:
-    """Per-school gauges of SPEC.md and the design catalog, every school listed."""
-    yield school_info_family(figures)
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+# The text format (0.0.4), written as prometheus_client writes it ----------------------
+
+
+def _escape(value: str) -> str:
+    """A label value: backslash, newline and double quote escaped."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _header(name: str, documentation: str, kind: str) -> str:
+    text = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+
+
+class Family:
+    """The lines of one family whose samples share its label names."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], kind: str = "gauge"
+    ) -> None:
+        self.name = f"schoolmon_{name}" + ("_total" if kind == "counter" else "")
+        self.lines = [_header(self.name, documentation, kind)]
+        # Labels go out sorted by name; values come in the declared order.
+        self._order = sorted(range(len(labels)), key=lambda i: labels[i])
+        self._names = [f'{labels[i]}="' for i in self._order]
+
+    def add(self, values: Sequence[str], value: float) -> None:
+        """One sample: label values in the declared order, then the value."""
+        if not self._names:
+            self.lines.append(f"{self.name} {floatToGoString(value)}\n")
+            return
+        labels = '",'.join(
+            name + _escape(values[i])
+            for name, i in zip(self._names, self._order, strict=True)
+        )
+        self.lines.append(f'{self.name}{{{labels}"}} {floatToGoString(value)}\n')
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _sample(name: str, labels: Mapping[str, str], value: float) -> str:
+    """One sample line with labels of its own (sorted by name)."""
+    pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
+
+
+# Families -----------------------------------------------------------------------------
+
+
+def school_text(
+    figures: list[SchoolFigures], pause: Callable[[], None] | None = None
+) -> str:
+    """Per-school gauges of SPEC.md and the design catalog, every school listed
+    (``pause`` called after each school's samples)."""
+    pause = pause or _no_pause
+    parts = [school_info_text(figures)]
 
     for name, documentation, value in SCHOOL_GAUGES:
-        family = _gauge(name, documentation, ["school"])
+        family = Family(name, documentation, ["school"])
         for school in figures:
-            family.add_metric([school.code], value(school))
-        yield family
+            family.add([school.code], value(school))
+            pause()
+        parts.append(family.text())
 
     for name, documentation, labels, values in SCHOOL_LABELLED:
-        family = _gauge(name, documentation, ["school", *labels])
+        family = Family(name, documentation, ["school", *labels])
         for school in figures:
             for key, number in values(school).items():
-                family.add_metric([school.code, *key], number)
-        yield family
+                family.add([school.code, *key], number)
+            pause()
+        parts.append(family.text())
+    return "".join(parts)
 
 
-def school_info_family(figures: list[SchoolFigures]) -> Metric:
+def _no_pause() -> None:
+    return None
+
+
+def school_info_text(figures: list[SchoolFigures]) -> str:
     """One series per school; ``latitude``/``longitude`` only where the registry
     knows them (an absent label is what Prometheus makes of an empty one)."""
-    info = _gauge("school_info", SCHOOL_INFO_HELP, [])
-    for school in figures:
-        info.add_sample("schoolmon_school_info", _info_labels(school.info), 1)
-    return info
+    name = "schoolmon_school_info"
+    lines = [_header(name, SCHOOL_INFO_HELP, "gauge")]
+    lines += [_sample(name, _info_labels(school.info), 1) for school in figures]
+    return "".join(lines)
 
 
 def _info_labels(row: Mapping[str, Any]) -> dict[str, str]:
@@ -314,60 +560,59 @@ def _info_labels(row: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
-def asset_events_family(
+def asset_events_text(
     figures: list[SchoolFigures], counts: dict[tuple[str, str], int]
-) -> Metric:
+) -> str:
     """Asset events by school and kind, zeros included for every active school."""
-    family = CounterMetricFamily(
-        "schoolmon_asset_events",
+    family = Family(
+        "asset_events",
         "Asset events recorded for the school's devices, by kind.",
-        labels=["school", "kind"],
+        ["school", "kind"],
+        kind="counter",
     )
     for school in figures:
         for kind in ASSET_EVENT_KINDS:
-            family.add_metric([school.code, kind], counts.get((school.code, kind), 0))
-    return family
+            family.add([school.code, kind], counts.get((school.code, kind), 0))
+    return family.text()
 
 
-def district_family(figures: list[SchoolFigures]) -> Metric:
+def district_text(figures: list[SchoolFigures]) -> str:
     """Registered active schools by level, every level listed."""
-    family = _gauge(
+    family = Family(
         "district_schools", "Registered active schools by level.", ["level"]
     )
     levels = [school.info["level"] for school in figures]
     for level in LEVELS:
-        family.add_metric([level], levels.count(level))
-    return family
+        family.add([level], levels.count(level))
+    return family.text()
 
 
-def threshold_family(config: Config) -> Metric:
+def threshold_text(config: Config) -> str:
     """Each threshold in force, in base units."""
-    family = _gauge(
+    family = Family(
         "policy_threshold",
         "A threshold of the headline figures in force "
         "in the collector's configuration, in base units.",
         ["name"],
     )
     for name, value in thresholds(config).items():
-        family.add_metric([name], value)
-    return family
+        family.add([name], value)
+    return family.text()
 
 
-def device_families(
-    devices: list[dict[str, Any]], os_names: dict[str, str | None]
-) -> Iterator[Metric]:
+def device_text(devices: list[dict[str, Any]], os_names: dict[str, str | None]) -> str:
     """Per-device series (only exported while the fleet is small)."""
-    last_seen = _gauge(
+    last_seen = Family(
         "device_last_seen_timestamp_seconds",
         "Time of the device's latest report (0 if never).",
         ["school", "device"],
     )
-    info = _gauge(
+    info = Family(
         "device_info",
         "A device with an agent (always 1).",
         ["school", "device", "hostname", "role", "os"],
     )
-    skew = _gauge(
+    skew = Family(
         "device_clock_skew_seconds",
         "The device's clock minus the collector's at its latest report (0 if never).",
         ["school", "device"],
@@ -375,20 +620,22 @@ def device_families(
     for device in devices:
         keys = [device["school"], device["id"]]
         os_name = os_names.get(device["id"]) or "unknown"
-        last_seen.add_metric(keys, _timestamp(device["last_seen_at"]))
-        info.add_metric([*keys, device["hostname"] or "", device["role"], os_name], 1)
-        skew.add_metric(keys, device["last_skew_seconds"] or 0.0)
-    yield from (last_seen, info, skew)
+        last_seen.add(keys, _timestamp(device["last_seen_at"]))
+        info.add([*keys, device["hostname"] or "", device["role"], os_name], 1)
+        skew.add(keys, device["last_skew_seconds"] or 0.0)
+    return last_seen.text() + info.text() + skew.text()
 
 
-def counter_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+def counter_text(rows: list[dict[str, Any]]) -> str:
     """The collector's own counters, persisted in the database."""
+    parts = []
     for name, (documentation, labels, always) in OWN_COUNTERS.items():
-        family = CounterMetricFamily(f"schoolmon_{name}", documentation, labels=labels)
+        family = Family(name, documentation, labels, kind="counter")
         values = {tuple(key): 0 for key in always}
         for row in rows:
             if row["name"] == name:
                 values[tuple(row["labels"][label] for label in labels)] = row["value"]
         for key, value in sorted(values.items()):
-            family.add_metric(list(key), value)
-        yield family
+            family.add(key, value)
+        parts.append(family.text())
+    return "".join(parts)

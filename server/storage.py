@@ -155,6 +155,32 @@ INVENTORY_FACTS = (
 INVENTORY_HASHES = "SELECT device, hash FROM inventories INDEXED BY inventories_content"
 _FACT_PATHS = ", ".join(f"'$.{s}.data.{f}'" for s, f in INVENTORY_FACTS)
 
+# Device facts (migration 8) --------------------------------------------------------
+#
+# The ``INVENTORY_FACTS`` of each device's latest inventory, written with the
+# inventory (``Storage.save_inventory``) so that the figures never parse an
+# inventory's JSON: ``facts`` is a JSON array of the fields' values in the order of
+# ``INVENTORY_FACTS`` (null where absent), ``hash`` the inventory's content hash. A
+# change to ``INVENTORY_FACTS`` needs a migration that fills the table again.
+
+DEVICE_FACTS_TABLE = """
+CREATE TABLE device_facts (
+    device TEXT PRIMARY KEY REFERENCES devices (id),
+    hash TEXT,
+    facts TEXT NOT NULL
+)"""
+
+# SQLite's json_extract with several paths gives exactly that array.
+DEVICE_FACTS_BACKFILL = (
+    "INSERT INTO device_facts (device, hash, facts) "
+    f"SELECT device, hash, json_extract(sections, {_FACT_PATHS}) FROM inventories"
+)
+
+DEVICE_FACTS_UPSERT = (
+    "INSERT INTO device_facts (device, hash, facts) VALUES (?, ?, ?) "
+    "ON CONFLICT (device) DO UPDATE SET hash = excluded.hash, facts = excluded.facts"
+)
+
 
 class StorageError(RuntimeError):
     """The database cannot be used as asked; the message says why."""
@@ -507,6 +533,13 @@ def run_points(
     return points
 
 
+def _m8_device_facts(db: sqlite_utils.Database) -> None:
+    """The inventory fields the figures read, one small row per device, filled from
+    the stored inventories (plain SQL; the back-fill is SQLite's JSON)."""
+    db.execute(DEVICE_FACTS_TABLE)
+    db.execute(DEVICE_FACTS_BACKFILL)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
@@ -515,6 +548,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m5_probe_cycles,
     _m6_speedtest_message,
     _m7_probe_runs,
+    _m8_device_facts,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -708,6 +742,20 @@ EXECUTE FUNCTION probe_cycles_follow_samples();
 
 _PG_M6_SPEEDTEST_MESSAGE = f"ALTER TABLE speedtests ADD COLUMN message {_TEXT};"
 
+_PG_FACT_PATHS = ", ".join(f"j #> '{{{s},data,{f}}}'" for s, f in INVENTORY_FACTS)
+_PG_M8_DEVICE_FACTS = f"""
+CREATE TABLE device_facts (
+    device TEXT COLLATE "C" PRIMARY KEY REFERENCES devices (id),
+    hash TEXT COLLATE "C",
+    facts TEXT COLLATE "C" NOT NULL
+);
+INSERT INTO device_facts (device, hash, facts)
+SELECT device, hash, (
+    SELECT json_build_array({_PG_FACT_PATHS})::text
+    FROM (SELECT {pg.json_of("sections")} AS j OFFSET 0) AS v
+) FROM inventories"""
+
+
 PG_MIGRATIONS: tuple[str, ...] = (
     _PG_M1_CORE,
     _PG_M2_ZONES_AND_COUNTERS,
@@ -716,6 +764,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     _PG_M5_PROBE_CYCLES,
     _PG_M6_SPEEDTEST_MESSAGE,
     _PG_M7_PROBE_RUNS,
+    _PG_M8_DEVICE_FACTS,
 )
 
 
@@ -1164,6 +1213,15 @@ class Storage:
                     "received_at) VALUES (?, ?, ?, ?)",
                     row,
                 )
+            self._save_facts(device_id, inventory_hash, sections)
+
+    def _save_facts(
+        self, device_id: str, inventory_hash: str | None, sections: dict[str, Any]
+    ) -> None:
+        """Keep the device's ``INVENTORY_FACTS`` beside its latest inventory."""
+        self._write(
+            DEVICE_FACTS_UPSERT, [device_id, inventory_hash, facts_json(sections)]
+        )
 
     def device_os_names(self) -> dict[str, str | None]:
         """The OS name of each device's latest inventory (None when unknown).
@@ -1358,13 +1416,13 @@ class Storage:
         """Per device of every active school (or only ``school``): the inventory
         fields the figures read, as bare section data ``{section: {field: value}}``.
 
-        Only those fields leave the database (one JSON parse per inventory), never
-        the software list or the rest of a large inventory.
+        Read from ``device_facts`` (kept with each inventory), never from the
+        inventories' JSON.
         """
         scope, params = self._school_scope(school, column="d.school")
         sql = (
-            f"SELECT i.device, {self._facts('i.sections')} "
-            f"FROM inventories i JOIN devices d ON d.id = i.device WHERE {scope}"
+            "SELECT f.device, f.facts FROM device_facts f "
+            f"JOIN devices d ON d.id = f.device WHERE {scope}"
         )
         return _facts_by_device(self._tuples(sql, params))
 
@@ -1374,25 +1432,13 @@ class Storage:
         for start in range(0, len(devices), 500):
             chunk = list(devices[start : start + 500])
             marks = ", ".join("?" for _ in chunk)
-            sql = (
-                f"SELECT device, {self._facts('sections')} "
-                f"FROM inventories WHERE device IN ({marks})"
-            )
+            sql = f"SELECT device, facts FROM device_facts WHERE device IN ({marks})"
             facts |= _facts_by_device(self._tuples(sql, chunk))
         return facts
 
-    def _facts(self, column: str) -> str:
-        """SQL giving the ``INVENTORY_FACTS`` of the JSON text ``column`` as the text
-        of a JSON array (null where a fact is missing). On PostgreSQL the JSON is
-        parsed once per row (``OFFSET 0`` keeps the planner from repeating the parse
-        for each fact)."""
-        if not self.postgres:
-            return f"json_extract({column}, {_FACT_PATHS})"
-        paths = ", ".join(f"j #> '{{{s},data,{f}}}'" for s, f in INVENTORY_FACTS)
-        return (
-            f"(SELECT json_build_array({paths})::text "
-            f"FROM (SELECT {pg.json_of(column)} AS j OFFSET 0) AS v)"
-        )
+    def device_count(self) -> int:
+        """How many devices the database holds (of any school)."""
+        return self._tuples("SELECT COUNT(*) FROM devices")[0][0]
 
     def _json_text(self, column: str, path: str) -> str:
         """SQL giving the text at the dotted ``path`` of the JSON text ``column``."""
@@ -1701,6 +1747,16 @@ def _decode_value(name: str, value: Any) -> Any:
     if name.endswith("_at") or name in TIME_COLUMNS:
         return from_storage(value)
     return value
+
+
+def facts_json(sections: dict[str, Any]) -> str:
+    """The ``device_facts.facts`` text of an inventory's merged ``sections``."""
+    values = []
+    for section, name in INVENTORY_FACTS:
+        envelope = sections.get(section)
+        data = envelope.get("data") if isinstance(envelope, dict) else None
+        values.append(data.get(name) if isinstance(data, dict) else None)
+    return _json(values)
 
 
 def _facts_by_device(rows: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]:

@@ -69,16 +69,23 @@ def test_ingest_quick_prints_rate_latency_durability_and_bare_reference() -> Non
     assert _figures(lines)["acknowledged samples durable"].endswith(" met")
 
 
-def test_scrape_quick_prints_scrape_time_size_and_ingest_latencies() -> None:
-    """bench/scrape.py --quick prints /metrics time and size and ingest p99s."""
+def test_scrape_quick_prints_scrape_time_size_refresh_and_ingest_latencies() -> None:
+    """bench/scrape.py --quick prints /metrics time and size, the background
+    refresh's time and ingest p99s (alone, paced scrapes, scrapes back to back)."""
     lines = run_quick("scrape.py", "scrape", timeout=60)
 
     names = set(_figures(lines))
     assert lines[0].startswith("scrape benchmark: ")
-    assert len(names) == 4
+    assert len(names) == 8
     assert any(name.startswith("/metrics time, median of 2") for name in names)
-    assert "/metrics size" in names
+    assert {
+        "/metrics size",
+        "first /metrics after start (waits for the figures)",
+        "background refresh of the figures, cold",
+        "background refresh, again (max of 2)",
+    } <= names
     assert "ingest p99 at 20/s, no scrape" in names
+    assert "ingest p99 at 20/s, a scrape every 1 s" in names
     assert any(
         re.match(r"ingest p99 at 20/s, \d+ scrapes meanwhile", name) for name in names
     )

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 from tests.e2e.conftest import Agent, Collector, server_cli
+from tests.support.waiting import wait_until
 
 
 def enrolled(agent: Agent, collector: Collector, db: Path, school: str) -> str:
@@ -41,6 +42,13 @@ def stored_probes(db: Path) -> list[tuple[str, int, int, str | None]]:
         ).fetchall()
 
 
+def _seen_in_metrics(collector: Collector, school: str) -> str | None:
+    """The /metrics text once it shows a last-seen time for ``school``."""
+    metrics = collector.get("/metrics")
+    name = "schoolmon_school_last_seen_timestamp_seconds"
+    return metrics if metric_value(metrics, name, school=school) else None
+
+
 def test_real_inventory_appears_under_its_school_and_last_seen_in_metrics(
     agent: Agent, collector: Collector, district_db: Path
 ) -> None:
@@ -62,7 +70,14 @@ def test_real_inventory_appears_under_its_school_and_last_seen_in_metrics(
     assert sections["memory"]["data"]["usable_bytes"] == psutil.virtual_memory().total
     assert sections["system"]["data"]["hostname"] == socket.gethostname()
 
-    metrics = collector.get("/metrics")
+    # /metrics serves figures refreshed in the background (metrics.refresh_seconds,
+    # 10 s by default): the cycle shows there within a refresh.
+    metrics = wait_until(
+        lambda: _seen_in_metrics(collector, "C02"),
+        timeout=40,
+        interval=0.5,
+        message="C02's last-seen time never reached /metrics",
+    )
     seen = metric_value(
         metrics, "schoolmon_school_last_seen_timestamp_seconds", school="C02"
     )

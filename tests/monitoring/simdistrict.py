@@ -78,7 +78,8 @@ OPTIONS = SimOptions(
 
 
 def collector_config(offline_after_seconds: float) -> str:
-    """TOML: every day in session all day, no holidays, a short offline threshold."""
+    """TOML: every day in session all day, no holidays, a short offline threshold,
+    figures refreshed every second."""
     days = "\n".join(
         f'{day} = ["00:00-24:00"]'
         for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -89,7 +90,10 @@ def collector_config(offline_after_seconds: float) -> str:
         "[sessions]\n"
         'timezone = "Asia/Ho_Chi_Minh"\n'
         "holidays = []\n\n"
-        f"[sessions.timetable]\n{days}\n"
+        f"[sessions.timetable]\n{days}\n\n"
+        # Figures as fresh as Prometheus's 1 s scrapes in these tests.
+        "[metrics]\n"
+        "refresh_seconds = 1\n"
     )
 
 

@@ -63,7 +63,7 @@ def test_defaults_are_the_headline_figures_of_the_spec():
             },
             "holidays": (),
         },
-        "metrics": {"per_device_max": 2000},
+        "metrics": {"per_device_max": 2000, "refresh_seconds": 10.0},
         "speedtest": {"slots_per_day": 3, "monthly_budget_bytes": 5_000_000_000},
         "retention": {
             "enabled": True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import re
@@ -9,13 +10,22 @@ import subprocess
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from schoolmon.server.config import config_from_mapping
-from schoolmon.server.metrics import new_registry, render
+from schoolmon.server.figures import school_figures
+from schoolmon.server.metrics import (
+    SCHOOL_GAUGES,
+    Pacer,
+    accepts_gzip,
+    new_registry,
+    render,
+)
 from schoolmon.server.policy import GIB, NONCOMPLIANT_REASONS
 from schoolmon.server.storage import Storage
 
 from tests.support.collector import enroll, probe_json, report_json, wire_time
+from tests.support.waiting import wait_until
 
 NAME = re.compile(r"^schoolmon_[a-z][a-z0-9_]*[a-z0-9]$")
 
@@ -531,3 +541,119 @@ def test_http_requests_are_counted_by_route_and_written_at_each_scrape(
             ): 1,
         }
     )
+
+
+def _plain(value: float) -> Any:
+    return "NaN" if math.isnan(value) else value
+
+
+def test_whole_exposition_parses_and_agrees_with_the_figures(
+    http, registered, config, clock
+):
+    """The text written without prometheus_client's families parses whole, and every
+    one-value-per-school family holds the figures' values."""
+    report_once(http, registered, clock)
+
+    text = http.get("/metrics").text
+    families = list(text_string_to_metric_families(text))
+    figures = school_figures(registered, config, clock())
+
+    exported = {
+        name: samples(text, f"schoolmon_{name}") for name, _, _ in SCHOOL_GAUGES
+    }
+    expected = {
+        name: {(("school", code),): _plain(value(f)) for code, f in figures.items()}
+        for name, _, value in SCHOOL_GAUGES
+    }
+    # info, 14 gauges, 7 labelled, asset events, district, thresholds, 3 per
+    # device, 3 own counters
+    assert (len(families), exported) == (31, expected)
+
+
+def test_running_exporter_serves_kept_figures_with_fresh_counters(registered, clock):
+    """While the refresher runs, a scrape serves the figures it kept (until the next
+    refresh) beside the counters as they are now; stopped, it computes again."""
+    config = config_from_mapping({"metrics": {"refresh_seconds": 3600}})
+    exporter = new_registry(registered, config, clock)
+    exporter.start()
+    wait_until(lambda: exporter.kept_at, message="the refresher kept no figures")
+    clock.advance(hours=12)  # out of session
+    registered.bump_counters([("reports_received", {"result": "accepted"}, 3)])
+
+    def seen(text: str) -> tuple[Any, Any]:
+        return (
+            samples(text, "schoolmon_school_in_session")[(("school", "C01"),)],
+            samples(text, "schoolmon_reports_received")[(("result", "accepted"),)],
+        )
+
+    kept = seen(render(exporter).decode())
+    whole_gzip = gzip.decompress(render(exporter, gzipped=True)) == render(exporter)
+    exporter.refresh()
+    refreshed = seen(render(exporter).decode())
+    exporter.stop()
+    clock.advance(hours=12)  # in session again
+    stopped = seen(render(exporter).decode())
+
+    assert (kept, whole_gzip, refreshed, stopped) == (
+        (1.0, 3.0),
+        True,
+        (0.0, 3.0),
+        (1.0, 3.0),
+    )
+
+
+def test_scrape_is_gzip_when_the_client_accepts_it(http, registered, clock):
+    """A client accepting gzip gets the same exposition gzip-compressed; one
+    refusing it gets plain text."""
+    report_once(http, registered, clock)
+
+    def fetch(accept: str) -> tuple[str | None, str, str]:
+        answer = http.get("/metrics", headers={"Accept-Encoding": accept})
+        return (
+            answer.headers.get("content-encoding"),
+            answer.headers["vary"],
+            answer.text.split("# HELP schoolmon_reports_received_total")[0],
+        )
+
+    zipped, plain = fetch("gzip, deflate"), fetch("identity, gzip;q=0")
+
+    assert (zipped[:2], plain[:2], zipped[2] == plain[2]) == (
+        ("gzip", "Accept-Encoding"),
+        (None, "Accept-Encoding"),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "gzipped"),
+    [
+        ("gzip", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip;q=nonsense", False),
+        ("identity", False),
+        ("*", False),
+        (None, False),
+    ],
+)
+def test_accept_encoding_is_read_with_its_quality(header, gzipped):
+    """gzip is chosen only when the header names it with a quality above 0."""
+    assert accepts_gzip(header) is gzipped
+
+
+def test_pacer_rests_as_long_as_it_worked_after_each_slice():
+    """A background refresh at half the CPU sleeps after every 10 ms of work as long
+    as it worked, and not before a slice is full."""
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    pacer = Pacer(0.5, 0.01, timer=lambda: now[0], sleep=sleep)
+    for work in (0.004, 0.004, 0.004, 0.02, 0.001):
+        now[0] += work
+        pacer()
+
+    assert slept == [0.012, 0.02]

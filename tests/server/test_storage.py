@@ -3,6 +3,7 @@ where a test takes ``db_target``, on PostgreSQL too."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ from schoolmon.server.storage import (
     schema_version,
 )
 
-from tests.support.databases import table_names
+from tests.support.databases import query, table_names
 
 pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
@@ -47,6 +48,7 @@ def test_new_database_is_at_the_latest_schema(storage):
         [
             "asset_events",
             "counters",
+            "device_facts",
             "devices",
             "enrollment_tokens",
             "inventories",
@@ -295,3 +297,63 @@ def test_database_urls_are_named_without_their_password():
         "postgres://db.district.lan/schoolmon?sslmode=require&password=***",
         "postgresql://schoolmon@db.district.lan/schoolmon",
     ]
+
+
+def stored_facts(storage: Storage) -> list[tuple[str, str, list]]:
+    """The device_facts rows, their facts decoded (the JSON text's spacing is the
+    backend's own)."""
+    rows = query(storage, "SELECT device, hash, facts FROM device_facts")
+    return [(device, hash_, json.loads(facts)) for device, hash_, facts in rows]
+
+
+def _inventory_sections() -> dict:
+    """A stored inventory: the fact fields, others beside them, a failed section."""
+    return {
+        "system": {"status": "ok", "data": {"hostname": "LAB-01", "bios_date": "2019"}},
+        "cpu": {"status": "ok", "data": {"logical_cores": 4, "model": "i5"}},
+        "memory": {"status": "ok", "data": {"installed_bytes": 8 * 2**30}},
+        "disks": {
+            "status": "ok",
+            "data": {"physical": [{"index": 0, "size_bytes": 256 * 10**9}]},
+        },
+        "os": {"status": "error", "data": None},
+        "software": {"status": "ok", "data": {"packages": [{"name": "x"}] * 50}},
+    }
+
+
+def test_migration_8_fills_device_facts_as_saving_an_inventory_does(
+    registered, db_target, clock
+):
+    """A database at schema 7 (before device_facts) gets each stored inventory's
+    facts, the same ones ``save_inventory`` keeps, and the figures read them
+    without the inventory."""
+    sections = _inventory_sections()
+    registered.add_device(
+        {"id": "d_1", "school": "C01", "role": "lab", "credential_hash": "h"}
+        | {"enrolled_at": clock()}
+    )
+    registered.save_inventory("d_1", "abc", sections, clock(), snapshot=True)
+    saved = stored_facts(registered)
+    registered.db.execute("DROP TABLE device_facts")
+    registered.db.execute("DELETE FROM schema_version WHERE version = 8")
+    registered.close()
+
+    migrated = Storage(db_target)
+
+    assert (
+        schema_version(migrated.db),
+        stored_facts(migrated),
+        migrated.inventory_facts(),
+    ) == (
+        SCHEMA_VERSION,
+        saved,
+        {
+            "d_1": {
+                "system": {"bios_date": "2019"},
+                "cpu": {"logical_cores": 4},
+                "memory": {"installed_bytes": 8 * 2**30},
+                "disks": {"physical": [{"index": 0, "size_bytes": 256 * 10**9}]},
+            }
+        },
+    )
+    migrated.close()
