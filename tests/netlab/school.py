@@ -72,6 +72,10 @@ CHECK_PATH = "/generate_204"
 CLONE_NEWNET = 0x40000000
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAY = {day: ["00:00-24:00"] for day in WEEKDAYS}
+# /metrics serves figures the collector refreshes in the background: the emulated
+# schools refresh them often and read a metric only after two refreshes have passed.
+METRICS_REFRESH_SECONDS = 0.5
+METRICS_SETTLE_SECONDS = 2 * METRICS_REFRESH_SECONDS + 0.5
 SCHOOL_LINK = LinkSpec(100)  # Mbit/s both ways, no added delay
 CUT_DEVICE = {"upstream": "c", "school": "b"}
 REGISTRY = (
@@ -100,6 +104,7 @@ def collector_config(
         "report_jitter_seconds = 0\n\n"
         f"[speedtest]\nslots_per_day = {slots_per_day}\n\n"
         f'[sessions]\ntimezone = "{timezone}"\n\n'
+        f"[metrics]\nrefresh_seconds = {METRICS_REFRESH_SECONDS}\n\n"
         f"[sessions.timetable]\n{days}\n"
     )
 
@@ -688,12 +693,13 @@ def _wait_up_cycles(school: School, since: float, cycles: int) -> None:
 
 
 def _last_seen_at(school: School, at: float) -> float:
-    wait_for_time(at)
+    wait_for_time(at + METRICS_SETTLE_SECONDS)
     metric = "schoolmon_school_last_seen_timestamp_seconds"
     return school.http.metric(metric, school=school.code)
 
 
 def _outage_figures(school: School) -> dict[str, Any]:
+    wait_for_time(time.time() + METRICS_SETTLE_SECONDS)
     code = school.code
     outages = school.http.json(f"/api/v1/schools/{code}/outages")["outages"]
     uptime = school.http.json(f"/api/v1/schools/{code}")["figures"]["uptime"]
