@@ -23,6 +23,9 @@ WRITE_LOCK = 0x5C4001
 """The ``pg_advisory_xact_lock`` key every write transaction (and each migration)
 holds: one writer at a time across all collector processes, as SQLite's lock."""
 
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for the database server when the URL does not say."""
+
 _INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
 _PASSWORD_PARAMETER = re.compile(r"(?<=[?&]password=)[^&#]*")
 _INT8 = psycopg.adapters.types["int8"].oid
@@ -62,8 +65,11 @@ class _TextWithoutNul(StrDumperUnknown):
 
 
 def connect(url: str, read_only: bool = False) -> psycopg.Connection:
-    """A connection in autocommit mode (transactions are begun explicitly)."""
-    conn = psycopg.connect(url, autocommit=True)
+    """A connection in autocommit mode (transactions are begun explicitly). An
+    unreachable server fails after ``CONNECT_TIMEOUT`` seconds unless the URL sets
+    its own ``connect_timeout``."""
+    options = {} if "connect_timeout=" in url else {"connect_timeout": CONNECT_TIMEOUT}
+    conn = psycopg.connect(url, autocommit=True, **options)
     conn.adapters.register_dumper(bool, _BoolAsInteger)
     conn.adapters.register_dumper(str, _TextWithoutNul)
     if read_only:
