@@ -540,6 +540,35 @@ def _m8_device_facts(db: sqlite_utils.Database) -> None:
     db.execute(DEVICE_FACTS_BACKFILL)
 
 
+# Asset event counts (migration 9) ---------------------------------------------------
+#
+# ``schoolmon_asset_events_total`` is a counter that every collector process serves
+# at every scrape: it is read from one small row per (school, kind), kept in the
+# transaction that records an event, never from a count over the whole history.
+
+ASSET_EVENT_COUNTS_TABLE = """
+CREATE TABLE asset_event_counts (
+    school TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (school, kind)
+)"""
+ASSET_EVENT_COUNTS_BACKFILL = (
+    "INSERT INTO asset_event_counts (school, kind, value) "
+    "SELECT school, kind, COUNT(*) FROM asset_events GROUP BY school, kind"
+)
+ASSET_EVENT_COUNT_BUMP = (
+    "INSERT INTO asset_event_counts (school, kind, value) VALUES (?, ?, 1) "
+    "ON CONFLICT (school, kind) DO UPDATE SET value = asset_event_counts.value + 1"
+)
+
+
+def _m9_asset_event_counts(db: sqlite_utils.Database) -> None:
+    """Asset events counted per school and kind, filled from those recorded."""
+    db.execute(ASSET_EVENT_COUNTS_TABLE)
+    db.execute(ASSET_EVENT_COUNTS_BACKFILL)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_core,
     _m2_zones_and_counters,
@@ -549,6 +578,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m6_speedtest_message,
     _m7_probe_runs,
     _m8_device_facts,
+    _m9_asset_event_counts,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -756,6 +786,16 @@ SELECT device, hash, (
 ) FROM inventories"""
 
 
+_PG_M9_ASSET_EVENT_COUNTS = f"""
+CREATE TABLE asset_event_counts (
+    school TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (school, kind)
+);
+{ASSET_EVENT_COUNTS_BACKFILL}"""
+
+
 PG_MIGRATIONS: tuple[str, ...] = (
     _PG_M1_CORE,
     _PG_M2_ZONES_AND_COUNTERS,
@@ -765,6 +805,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     _PG_M6_SPEEDTEST_MESSAGE,
     _PG_M7_PROBE_RUNS,
     _PG_M8_DEVICE_FACTS,
+    _PG_M9_ASSET_EVENT_COUNTS,
 )
 
 
@@ -1484,11 +1525,13 @@ class Storage:
         detail: dict[str, Any],
         at: datetime,
     ) -> None:
-        self._write(
-            "INSERT INTO asset_events (device, school, kind, detail, at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [device_id, school, kind, _json(detail), to_storage(at)],
-        )
+        with self.transaction():
+            self._write(
+                "INSERT INTO asset_events (device, school, kind, detail, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [device_id, school, kind, _json(detail), to_storage(at)],
+            )
+            self._write(ASSET_EVENT_COUNT_BUMP, [school, kind])
 
     def speedtest_state(self, school: str) -> dict[str, Any] | None:
         """A school's speed-test slot state row: school, version, state (JSON text)."""
@@ -1520,11 +1563,9 @@ class Storage:
         )
 
     def asset_event_counts(self) -> dict[tuple[str, str], int]:
-        """Number of asset events per (school, kind)."""
-        rows = self._rows(
-            "SELECT school, kind, COUNT(*) AS n FROM asset_events GROUP BY school, kind"
-        )
-        return {(row["school"], row["kind"]): row["n"] for row in rows}
+        """Number of asset events per (school, kind), as counted when recorded."""
+        rows = self._tuples("SELECT school, kind, value FROM asset_event_counts")
+        return {(school, kind): value for school, kind, value in rows}
 
     # Counters -------------------------------------------------------------------------
 

@@ -9,10 +9,13 @@ enroll through both at the same instant, every report is delivered to both at on
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,15 +25,19 @@ from schoolmon.server.auth import hash_secret, new_secret
 from schoolmon.server.clock import utcnow
 from schoolmon.server.storage import Storage
 
+from tests.server.test_ingest_identity import SimAgent, lab_pc
 from tests.support.collector import collector_process, probe_json, report_json
+from tests.support.databases import query
 
 pytestmark = pytest.mark.postgres
 
+RAM_UPGRADE = Path(__file__).parents[1] / "fixtures/assets/inv-ram-upgrade.json"
 SCHOOLS = ("C01", "C02")
 PCS_PER_SCHOOL = 6
 REPORTS_PER_PC = 8
 SAMPLES_PER_REPORT = 3
 COUNTERS = (
+    "schoolmon_asset_events_total",
     "schoolmon_reports_received_total",
     "schoolmon_samples_ingested_total",
     "schoolmon_http_requests_total",
@@ -220,3 +227,78 @@ def assert_never_backwards(readings: list[tuple[str, dict]]) -> None:
             assert value >= previous.get(key, 0), (url, key, value, previous[key])
         assert set(previous) <= set(totals), (url, set(previous) - set(totals))
         previous = totals
+
+
+def upgraded_pcs(count: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``count`` lab PCs, each before and after its RAM upgrade (case
+    inv-ram-upgrade), told apart by their MAC and disk serial."""
+    case = json.loads(RAM_UPGRADE.read_text())
+    pcs = []
+    for number in range(count):
+        before = lab_pc(**case["before"])
+        before["network"]["adapters"][0]["mac"] = f"1C:6F:65:AA:02:{number:02X}"
+        before["disks"]["physical"][0]["serial"] = f"WD-WCC2EAB2{number:04d}"
+        after = copy.deepcopy(before) | {"memory": case["after"]["memory"]}
+        pcs.append((before, after))
+    return pcs
+
+
+def upgrade_through_both(urls: list[str], token: str, pc: tuple[dict, dict]) -> str:
+    """Enroll a PC and send its inventory through the first collector, then send
+    the upgraded inventory to both at the same instant; return its device id."""
+    before, after = pc
+    with httpx.Client(base_url=urls[0], timeout=30) as http:
+        agent = SimAgent(http, before)
+        assert agent.enroll(token).status_code == 201
+        assert agent.send(agent.report(utcnow())).status_code == 200
+        agent.sections = after
+        body = agent.report(utcnow())
+    headers = {"Authorization": f"Bearer {agent.credential}"}
+    answers = at_once([post_report(url, body, headers) for url in urls])
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    return agent.device_id
+
+
+def test_asset_events_are_recorded_once_and_never_counted_backwards(
+    database, postgres_url
+):
+    """The same upgraded inventory reaches both processes at once: one event per
+    PC, and ``asset_events_total`` from either process is what the database holds."""
+    with (
+        collector_process(postgres_url) as (url_a, _),
+        collector_process(postgres_url) as (url_b, _),
+    ):
+        urls = [url_a, url_b]
+        scraper = Scraper(urls)
+        scraper.start()
+        try:
+            token = add_token(database, "C01")
+            devices = [upgrade_through_both(urls, token, pc) for pc in upgraded_pcs(4)]
+        finally:
+            scraper.done.set()
+            scraper.join(timeout=60)
+        final = [counter_totals(url) for url in urls]
+
+    changed = query(
+        database,
+        "SELECT device, COUNT(*) FROM asset_events "
+        "WHERE kind = 'component_changed' GROUP BY device ORDER BY device",
+    )
+    stored = query(
+        database, "SELECT school, kind, COUNT(*) FROM asset_events GROUP BY 1, 2"
+    )
+    exported = {
+        (key, value)
+        for totals in final
+        for key, value in totals.items()
+        if key[0] == "schoolmon_asset_events_total" and value
+    }
+    assert changed == [(device, 1) for device in sorted(devices)]
+    assert exported == {
+        (
+            ("schoolmon_asset_events_total", (("kind", kind), ("school", school))),
+            count,
+        )
+        for school, kind, count in stored
+    }
+    assert_never_backwards(scraper.readings)

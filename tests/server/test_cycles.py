@@ -16,6 +16,7 @@ from schoolmon.server.storage import SCHEMA_VERSION, Storage, schema_version
 pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 SCHEMA_4 = (
+    "DROP TABLE asset_event_counts",
     "DROP TABLE device_facts",
     "DROP TABLE probe_runs",
     "ALTER TABLE speedtests DROP COLUMN message",
@@ -175,7 +176,7 @@ def test_migration_fills_the_table_from_stored_samples(db_path: Path, clock):
         backfilled
         == (SCHEMA_VERSION, cycles(migrated))
         == (
-            8,
+            9,
             [
                 (
                     "d_1",

@@ -572,18 +572,26 @@ def test_whole_exposition_parses_and_agrees_with_the_figures(
 
 def test_running_exporter_serves_kept_figures_with_fresh_counters(registered, clock):
     """While the refresher runs, a scrape serves the figures it kept (until the next
-    refresh) beside the counters as they are now; stopped, it computes again."""
+    refresh) beside the counters, asset events included, as they are now; stopped,
+    it computes again."""
     config = config_from_mapping({"metrics": {"refresh_seconds": 3600}})
     exporter = new_registry(registered, config, clock)
     exporter.start()
     wait_until(lambda: exporter.kept_at, message="the refresher kept no figures")
     clock.advance(hours=12)  # out of session
     registered.bump_counters([("reports_received", {"result": "accepted"}, 3)])
+    registered.add_device(
+        {"id": "d_1", "school": "C01", "role": "lab", "credential_hash": "h"}
+        | {"enrolled_at": clock()}
+    )
+    registered.add_asset_event("d_1", "C01", "component_removed", {}, clock())
+    removed = (("kind", "component_removed"), ("school", "C01"))
 
-    def seen(text: str) -> tuple[Any, Any]:
+    def seen(text: str) -> tuple[Any, Any, Any]:
         return (
             samples(text, "schoolmon_school_in_session")[(("school", "C01"),)],
             samples(text, "schoolmon_reports_received")[(("result", "accepted"),)],
+            samples(text, "schoolmon_asset_events")[removed],
         )
 
     kept = seen(render(exporter).decode())
@@ -595,10 +603,10 @@ def test_running_exporter_serves_kept_figures_with_fresh_counters(registered, cl
     stopped = seen(render(exporter).decode())
 
     assert (kept, whole_gzip, refreshed, stopped) == (
-        (1.0, 3.0),
+        (1.0, 3.0, 1.0),
         True,
-        (0.0, 3.0),
-        (1.0, 3.0),
+        (0.0, 3.0, 1.0),
+        (1.0, 3.0, 1.0),
     )
 
 

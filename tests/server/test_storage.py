@@ -46,6 +46,7 @@ def test_new_database_is_at_the_latest_schema(storage):
     assert (schema_version(storage.db), table_names(storage)) == (
         SCHEMA_VERSION,
         [
+            "asset_event_counts",
             "asset_events",
             "counters",
             "device_facts",
@@ -334,8 +335,9 @@ def test_migration_8_fills_device_facts_as_saving_an_inventory_does(
     )
     registered.save_inventory("d_1", "abc", sections, clock(), snapshot=True)
     saved = stored_facts(registered)
+    registered.db.execute("DROP TABLE asset_event_counts")
     registered.db.execute("DROP TABLE device_facts")
-    registered.db.execute("DELETE FROM schema_version WHERE version = 8")
+    registered.db.execute("DELETE FROM schema_version WHERE version >= 8")
     registered.close()
 
     migrated = Storage(db_target)
@@ -355,5 +357,42 @@ def test_migration_8_fills_device_facts_as_saving_an_inventory_does(
                 "disks": {"physical": [{"index": 0, "size_bytes": 256 * 10**9}]},
             }
         },
+    )
+    migrated.close()
+
+
+def test_asset_event_counts_follow_recorded_events_and_migration_9_fills_them(
+    registered, db_target, clock
+):
+    """Each recorded event counts once for its school and kind; a database at
+    schema 8 gets the counts of the events it already holds."""
+    for device in ("d_1", "d_2"):
+        registered.add_device(
+            {"id": device, "school": "C01", "role": "lab", "credential_hash": device}
+            | {"enrolled_at": clock()}
+        )
+    events = [("d_1", "C01", "component_removed"), ("d_2", "C01", "component_removed")]
+    events += [("d_1", "C02", "moved"), ("d_1", "C01", "component_added")]
+    for device, school, kind in events:
+        registered.add_asset_event(device, school, kind, {"part": "ram"}, clock())
+    counted = registered.asset_event_counts()
+    registered.db.execute("DROP TABLE asset_event_counts")
+    registered.db.execute("DELETE FROM schema_version WHERE version = 9")
+    registered.close()
+
+    migrated = Storage(db_target)
+
+    assert (
+        counted,
+        migrated.asset_event_counts(),
+        query(migrated, "SELECT kind FROM asset_events ORDER BY id"),
+    ) == (
+        {
+            ("C01", "component_removed"): 2,
+            ("C02", "moved"): 1,
+            ("C01", "component_added"): 1,
+        },
+        counted,
+        [(kind,) for _, _, kind in events],
     )
     migrated.close()
