@@ -327,6 +327,7 @@ class MetricsExporter:
     def __init__(self, storage: Storage, config: Config, clock: Clock) -> None:
         self.storage, self.config, self.clock = storage, config, clock
         self._kept: Kept | None = None
+        self._events: tuple[tuple[str, ...], dict, bytes] | None = None
         self._compute = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -381,11 +382,17 @@ class MetricsExporter:
         counters = self._counters(kept.schools)
         return kept.gzip(counters) if gzipped else kept.text + counters
 
-    def _counters(self, schools: Sequence[str]) -> bytes:
-        """Every counter family, as the database holds it now."""
+    def _counters(self, schools: tuple[str, ...]) -> bytes:
+        """Every counter family, as the database holds it now (the asset events'
+        lines, one per school and kind, are written again only when a count or the
+        schools changed)."""
         storage = self.storage
-        events = asset_events_text(schools, storage.asset_event_counts())
-        return (events + counter_text(storage.counters())).encode("utf-8")
+        counts = storage.asset_event_counts()
+        written = self._events
+        if written is None or written[:2] != (schools, counts):
+            text = asset_events_text(schools, counts).encode("utf-8")
+            written = self._events = (schools, counts, text)
+        return written[2] + counter_text(storage.counters()).encode("utf-8")
 
     def refresh(self, pause: Callable[[], None] | None = None) -> None:
         """Compute the figures now and keep them (``pause`` called between steps)."""
