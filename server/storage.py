@@ -50,7 +50,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -809,6 +809,8 @@ PG_MIGRATIONS: tuple[str, ...] = (
 )
 
 
+PG_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
 Database = sqlite_utils.Database | psycopg.Connection
 """An open database: a SQLite file through sqlite-utils, or a PostgreSQL connection."""
 
@@ -899,9 +901,11 @@ def _migrate_postgres(conn: psycopg.Connection, target: int) -> int:
 
 
 @contextmanager
-def _postgres_write(conn: psycopg.Connection) -> Iterator[None]:
-    """One PostgreSQL write transaction, serialized with every other one."""
-    conn.execute("BEGIN")
+def _postgres_write(conn: psycopg.Connection, begun: bool = False) -> Iterator[None]:
+    """One PostgreSQL write transaction, serialized with every other one (``begun``:
+    the caller has sent its ``BEGIN``)."""
+    if not begun:
+        conn.execute("BEGIN")
     try:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [pg.WRITE_LOCK])
         yield
@@ -999,7 +1003,7 @@ class Storage:
                     self._depth -= 1
                 return
             if self.postgres:
-                begin = _postgres_write(self.db)
+                begin = _postgres_write(self._postgres_begin(), begun=True)
             else:
                 begin = _sqlite_write(self.db)
             with begin:
@@ -1016,11 +1020,12 @@ class Storage:
         if self._writer == threading.get_ident() or getattr(self._local, "open", 0):
             yield self
             return
-        conn = self._reader()
         if self.postgres:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn = self._again_if_lost(
+                lambda: self._begun(self._reader(), PG_SNAPSHOT), self._drop_reader
+            )
         else:
-            conn.execute("BEGIN")
+            conn = self._begun(self._reader(), "BEGIN")
         self._local.open = 1
         try:
             yield self
@@ -1033,6 +1038,9 @@ class Storage:
         ended (a server's worker threads come and go; PostgreSQL's connections are
         counted)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self.postgres and (conn.closed or conn.broken):
+            self._drop_reader()
+            conn = None
         if conn is None:
             conn = reader_connection(self.path)
             self._local.conn = conn
@@ -1044,10 +1052,57 @@ class Storage:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run a read: inside this thread's write transaction on the writer (to see
-        its own writes), else on this thread's reader."""
+        its own writes), else on this thread's reader (on PostgreSQL outside a
+        snapshot, once more on a new connection if the database ended the old one)."""
         if self._writer == threading.get_ident():
             return self._execute(self._conn, sql, params)
-        return self._execute(self._reader(), sql, params)
+        if not self.postgres or getattr(self._local, "open", 0):
+            return self._execute(self._reader(), sql, params)
+        return self._again_if_lost(
+            lambda: self._execute(self._reader(), sql, params), self._drop_reader
+        )
+
+    # PostgreSQL connections lost (a database restart) -------------------------------
+
+    def _postgres_begin(self) -> psycopg.Connection:
+        """``BEGIN`` on the write connection, connected again first when the
+        database ended the old one; the connection in use."""
+        return self._again_if_lost(
+            lambda: self._begun(self.db, "BEGIN"), self._drop_writer
+        )
+
+    def _again_if_lost(self, step: Callable[[], Any], drop: Callable[[], None]) -> Any:
+        """``step``, and once more after ``drop`` when it failed because the
+        database ended its connection (nothing of it had run: a failure inside a
+        transaction is the caller's to see)."""
+        try:
+            return step()
+        except psycopg.OperationalError as error:
+            logger.warning(
+                "database %s: connection lost (%s); connecting again",
+                pg.redact(self.path), str(error).strip() or type(error).__name__,
+            )  # fmt: skip
+            drop()
+            return step()
+
+    @staticmethod
+    def _begun(conn: Any, begin: str) -> Any:
+        conn.execute(begin)
+        return conn
+
+    def _drop_writer(self) -> None:
+        with suppress(psycopg.Error):
+            self.db.close()
+        self.db = self._conn = connect(self.path)
+
+    def _drop_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        with self._readers_lock:
+            self._readers.pop(threading.current_thread(), None)
+        if conn is not None:
+            with suppress(psycopg.Error):
+                conn.close()
 
     def _execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Any:
         """A statement on ``conn``, its SQL and parameters as this backend takes them;

@@ -180,3 +180,50 @@ def test_tables_have_the_columns_and_not_nulls_of_sqlite(
         storage.close()
 
     assert columns["postgresql"] == columns["sqlite"]
+
+
+def end_other_connections(url: str) -> int:
+    """End every other connection to the database of ``url``, as a database
+    restart does; return how many were ended."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+def test_storage_connects_again_when_the_database_ended_its_connections(
+    postgres_url, caplog
+):
+    """After the database ends the collector's connections (a restart), the next
+    write, snapshot and read each connect again and nothing stored is lost."""
+    storage = Storage(postgres_url)
+    accepted = [("reports_received", {"result": "accepted"}, 1)]
+    storage.bump_counters(accepted)
+    with storage.snapshot():
+        before = storage.counters()
+
+    ended = [end_other_connections(postgres_url)]
+    storage.bump_counters(accepted)
+    ended.append(end_other_connections(postgres_url))
+    with storage.snapshot():
+        in_snapshot = storage.counters()
+    ended.append(end_other_connections(postgres_url))
+    after = storage.counters()
+    storage.close()
+
+    assert (before[0]["value"], in_snapshot[0]["value"], after[0]["value"]) == (
+        1,
+        2,
+        2,
+    )
+    # The writer and the reader, then the writer alone (the reader was not used in
+    # between), then the reader alone.
+    assert ended == [2, 1, 1]
+    assert [r.message.split(": ")[1] for r in caplog.records] == [
+        "connection lost (terminating connection due to administrator command); "
+        "connecting again"
+    ] * 3
