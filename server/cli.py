@@ -312,7 +312,7 @@ def report(
     """Write the province report of the last 7 days (by default) of every school."""
     _check_choice("report format", fmt, FORMATS)
     _check_choice("report language", lang, LANGS)
-    stdout = click.get_binary_stream("stdout")
+    stdout = sys.stdout.buffer
     if out is None and fmt == "xlsx" and stdout.isatty():
         raise click.ClickException(
             "an XLSX report is binary and standard output is a terminal; "
