@@ -9,10 +9,11 @@ enroll through both at the same instant, every report is delivered to both at on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -117,6 +118,22 @@ def counter_totals(url: str) -> dict[tuple[str, tuple], float]:
     return totals
 
 
+@contextlib.contextmanager
+def two_collectors(url: str) -> Iterator[tuple[list[str], Scraper]]:
+    """Two collector processes on the database ``url`` and a scraper reading
+    their /metrics in turn; yield their URLs and the scraper (stopped on exit)."""
+    with (
+        collector_process(url) as (url_a, _),
+        collector_process(url) as (url_b, _),
+    ):
+        scraper = Scraper([url_a, url_b])
+        scraper.start()
+        try:
+            yield [url_a, url_b], scraper
+        finally:
+            scraper.finish()
+
+
 class Scraper(threading.Thread):
     """Scrapes the collectors in turn until stopped; keeps every reading."""
 
@@ -124,6 +141,12 @@ class Scraper(threading.Thread):
         super().__init__(daemon=True)
         self.urls, self.readings = urls, []
         self.done = threading.Event()
+
+    def finish(self) -> None:
+        """Stop scraping and wait for the scrape under way."""
+        self.done.set()
+        if self.is_alive():
+            self.join(timeout=60)
 
     def run(self) -> None:
         turn = 0
@@ -184,20 +207,11 @@ def stored_samples(storage: Storage) -> tuple[int, int]:
 
 
 def test_two_collectors_on_one_database_lose_and_double_nothing(database, postgres_url):
-    with (
-        collector_process(postgres_url) as (url_a, _),
-        collector_process(postgres_url) as (url_b, _),
-    ):
-        urls = [url_a, url_b]
-        scraper = Scraper(urls)
-        scraper.start()
-        try:
-            devices = enroll_all(database, urls)
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(lambda d: send_reports(urls, d, 1), devices))
-        finally:
-            scraper.done.set()
-            scraper.join(timeout=60)
+    with two_collectors(postgres_url) as (urls, scraper):
+        devices = enroll_all(database, urls)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda d: send_reports(urls, d, 1), devices))
+        scraper.finish()
         final = [counter_totals(url) for url in urls]
 
     expected = len(devices) * REPORTS_PER_PC * SAMPLES_PER_REPORT
@@ -264,19 +278,10 @@ def test_asset_events_are_recorded_once_and_never_counted_backwards(
 ):
     """The same upgraded inventory reaches both processes at once: one event per
     PC, and ``asset_events_total`` from either process is what the database holds."""
-    with (
-        collector_process(postgres_url) as (url_a, _),
-        collector_process(postgres_url) as (url_b, _),
-    ):
-        urls = [url_a, url_b]
-        scraper = Scraper(urls)
-        scraper.start()
-        try:
-            token = add_token(database, "C01")
-            devices = [upgrade_through_both(urls, token, pc) for pc in upgraded_pcs(4)]
-        finally:
-            scraper.done.set()
-            scraper.join(timeout=60)
+    with two_collectors(postgres_url) as (urls, scraper):
+        token = add_token(database, "C01")
+        devices = [upgrade_through_both(urls, token, pc) for pc in upgraded_pcs(4)]
+        scraper.finish()
         final = [counter_totals(url) for url in urls]
 
     changed = query(
