@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -190,20 +189,13 @@ def postgres_database() -> Iterator[str]:
     ``tests/support/postgres.py``) with one empty database; yield its URL."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.support.postgres import Cluster, binaries
+    from tests.support.postgres import binaries, running_cluster
 
     bin_dir = binaries()
     if bin_dir is None:
         raise BenchError("PostgreSQL is not installed (Debian package postgresql)")
-    with tempfile.TemporaryDirectory(prefix="schoolmon-bench-pg-") as name:
-        if os.getuid() == 0:
-            shutil.chown(name, "postgres", "postgres")
-        cluster = Cluster(bin_dir, Path(name))
-        cluster.start()
-        try:
-            yield cluster.create_database()
-        finally:
-            cluster.stop()
+    with running_cluster(bin_dir) as cluster:
+        yield cluster.create_database()
 
 
 @contextlib.contextmanager

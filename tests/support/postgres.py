@@ -8,6 +8,7 @@ except under CI (``CI`` set), where a missing server is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -92,6 +93,25 @@ class Cluster:
             )
 
 
+@contextlib.contextmanager
+def running_cluster(bin_dir: Path) -> Iterator[Cluster]:
+    """A cluster of the binaries in ``bin_dir`` started in a new temporary
+    directory (owned by the ``postgres`` user when run as root), stopped and
+    removed on exit."""
+    root = Path(tempfile.mkdtemp(prefix="schoolmon-pg-"))
+    if os.getuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = Cluster(bin_dir, root)
+    try:
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[Cluster]:
     """A PostgreSQL cluster for the whole session, removed at its end."""
@@ -101,16 +121,8 @@ def postgres_cluster() -> Iterator[Cluster]:
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI must run the PostgreSQL tests")
         pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="schoolmon-pg-"))
-    if os.getuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    cluster = Cluster(bin_dir, root)
-    try:
-        cluster.start()
+    with running_cluster(bin_dir) as cluster:
         yield cluster
-        cluster.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
